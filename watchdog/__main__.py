@@ -1,0 +1,7 @@
+"""``python -m watchdog``: the same command line as ``idle-watchdog``."""
+
+import sys
+
+from watchdog.cli import main
+
+sys.exit(main())

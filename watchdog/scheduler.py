@@ -1,0 +1,226 @@
+"""The imperative shell of the desktop side: scan -> decide -> act -> remember.
+
+``run_pass`` is one full pass at an explicit ``now``; the daemon (``serve``)
+only calls it on a timer. APScheduler runs the first pass at start, never
+runs two at once, and runs a late pass at once instead of skipping it (a
+laptop waking from sleep), because idleness comes from the agents'
+timestamps, not from counting ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import structlog
+
+from watchdog import sdnotify
+from watchdog.aws.ec2 import AwsError, Ec2Api, scan_regions
+from watchdog.config import Config
+from watchdog.fleet import TAG_STOPPED, Instance, RegionScan
+from watchdog.policy import Action, Planned, plan
+from watchdog.store import Store
+from watchdog.timeutil import iso, utcnow
+
+log = structlog.get_logger("watchdog.scheduler")
+
+
+@dataclass(frozen=True)
+class Done:
+    """One action taken (or, in a dry run, that would have been taken)."""
+
+    region: str
+    target: str
+    kind: str  # warn | notice | stop | cancel
+    ok: bool
+    detail: str
+
+
+@dataclass
+class PassReport:
+    now: datetime
+    dry_run: bool
+    scans: list[RegionScan] = field(default_factory=list)
+    planned: list[Planned] = field(default_factory=list)
+    done: list[Done] = field(default_factory=list)
+
+    @property
+    def failed_regions(self) -> list[RegionScan]:
+        return [s for s in self.scans if s.error]
+
+
+def run_pass(
+    api: Ec2Api, store: Store, cfg: Config, now: datetime, *, dry_run: bool | None = None
+) -> PassReport:
+    """One full pass over every configured region. Never raises for one bad target."""
+    dry = cfg.scheduler.dry_run if dry_run is None else dry_run
+    report = PassReport(now=now, dry_run=dry)
+    report.scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
+    warned = store.last_told("warn", dry_run=dry)
+    noticed = store.last_told("notice", dry_run=dry)
+    for scan in report.scans:
+        if scan.error:
+            log.error("region skipped", region=scan.region, error=scan.error)
+            continue
+        with store.transaction():  # one commit per region, not one per row
+            store.observe(now, scan.instances)
+            for planned in plan(
+                scan.instances, scan.spot_requests, now, cfg, warned=warned, noticed=noticed
+            ):
+                report.planned.append(planned)
+                try:
+                    done = _carry_out(api, store, planned, now, dry)
+                except Exception:  # one bad target never blocks the others
+                    log.exception(
+                        "target skipped", region=scan.region, target=planned.decision.target
+                    )
+                    continue
+                if done:
+                    report.done.append(done)
+    store.record_pass(
+        now,
+        utcnow(),
+        len(report.scans) - len(report.failed_regions),
+        len(report.failed_regions),
+        dry_run=dry,
+    )
+    return report
+
+
+def _carry_out(
+    api: Ec2Api, store: Store, planned: Planned, now: datetime, dry: bool
+) -> Done | None:
+    d = planned.decision
+    log.info(
+        "decision",
+        region=d.region,
+        target=d.target,
+        action=d.action.value,
+        reason=d.reason,
+        stop_at=iso(d.stop_at) if d.stop_at else None,
+        dry_run=dry or None,
+    )
+    store.record_decision(now, d, dry_run=dry)
+    if d.action is Action.NONE:
+        return None
+    ok, detail = True, d.reason
+    if not dry:
+        try:
+            if d.action is Action.STOP:
+                api.stop(d.region, d.target, hibernate=d.hibernate)
+                api.tag(d.region, d.target, {TAG_STOPPED: _stopped_tag(now, d.reason)})
+            elif d.action is Action.CANCEL:
+                api.cancel_spot_requests(d.region, [d.target])
+        except AwsError as exc:
+            ok, detail = False, f"{exc} (decided: {d.reason})"
+            log.error(
+                "action failed",
+                region=d.region,
+                target=d.target,
+                action=d.action.value,
+                error=str(exc),
+            )
+    if d.action is Action.STOP and d.hibernate:
+        detail = "hibernate: " + detail
+    done = Done(d.region, d.target, d.action.value, ok, detail)
+    store.record_action(now, d.region, d.target, done.kind, ok=ok, detail=detail, dry_run=dry)
+    if ok:
+        log.warning(
+            _PAST[d.action] if not dry else f"would {d.action.value}",
+            region=d.region,
+            target=d.target,
+            name=_name(planned),
+            reason=d.reason,
+        )
+    return done
+
+
+_PAST = {
+    Action.WARN: "warning",
+    Action.NOTICE: "notice",
+    Action.STOP: "stopped",
+    Action.CANCEL: "cancelled",
+}
+
+
+def _name(planned: Planned) -> str:
+    return planned.subject.name if isinstance(planned.subject, Instance) else ""
+
+
+def _stopped_tag(now: datetime, reason: str) -> str:
+    return f"{iso(now)} by idle-watchdog: {reason}"[:256]
+
+
+class Daemon:
+    """``idle-watchdog run``: passes every ``poll_seconds`` on an asyncio loop."""
+
+    def __init__(self, api: Ec2Api, store: Store, cfg: Config, *, dry_run: bool | None = None):
+        self.api, self.store, self.cfg, self.dry_run = api, store, cfg, dry_run
+        self._pass_started: float | None = None
+        self._last_finished = time.monotonic()
+
+    def tick(self) -> None:
+        self._pass_started = time.monotonic()
+        try:
+            now = utcnow()
+            report = run_pass(self.api, self.store, self.cfg, now, dry_run=self.dry_run)
+            self.store.prune(now)
+            sdnotify.notify(
+                "WATCHDOG=1",
+                f"STATUS=last pass {iso(now)}: {len(report.planned)} targets, "
+                f"{len(report.done)} actions, {len(report.failed_regions)} regions failed",
+            )
+        except Exception:
+            log.exception("pass failed")
+        finally:
+            self._pass_started = None
+            self._last_finished = time.monotonic()
+
+    def healthy(self) -> bool:
+        """False when a pass has hung; systemd's watchdog then restarts us."""
+        limit = max(600.0, 3.0 * self.cfg.scheduler.poll_seconds)
+        started = self._pass_started
+        return started is None or time.monotonic() - started < limit
+
+    def _ping(self) -> None:
+        if self.healthy():
+            sdnotify.notify("WATCHDOG=1")
+
+    async def serve(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        scheduler = AsyncIOScheduler(
+            timezone=timezone.utc,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.cfg.scheduler.poll_seconds,
+            id="pass",
+            next_run_time=datetime.now(timezone.utc),
+        )
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            scheduler.add_job(self._ping, "interval", seconds=interval, id="watchdog")
+        scheduler.start()
+        sdnotify.notify("READY=1", "STATUS=first pass running")
+        log.info(
+            "scheduler started",
+            regions=list(self.cfg.aws.regions),
+            poll_seconds=self.cfg.scheduler.poll_seconds,
+            dry_run=self.cfg.scheduler.dry_run if self.dry_run is None else self.dry_run,
+        )
+        try:
+            await stop.wait()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            scheduler.shutdown(wait=False)
+            log.info("scheduler stopped")
