@@ -32,7 +32,7 @@ from watchdog import log
 from watchdog.aws.ec2 import Boto3Ec2, scan_regions
 from watchdog.aws.fake import moto_server
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED, RegionScan
+from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED, Instance, RegionScan
 from watchdog.scheduler import run_pass
 from watchdog.store import Store
 
@@ -69,6 +69,9 @@ class Replay:
 
     def scan(self, region: str) -> RegionScan:
         return self.scans[region]
+
+    def describe(self, region: str, instance_id: str) -> Instance | None:
+        return next((i for i in self.scans[region].instances if i.id == instance_id), None)
 
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None:
         raise AssertionError("dry run")

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from watchdog import __version__, log
 from watchdog import config as configmod
 from watchdog.config import Config, ConfigError
 from watchdog.fleet import TAG_KEEP_UNTIL, Instance
 from watchdog.timeutil import iso, parse_duration, utcnow
+
+if TYPE_CHECKING:
+    from watchdog.agent.imds import Identity
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -53,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     keep = sub.add_parser("keep", parents=[common], help="snooze auto-stop for an instance")
-    keep.add_argument("instance_id")
+    keep.add_argument(
+        "instance_id", nargs="?", help="the instance (default: this one, on an instance)"
+    )
     group = keep.add_mutually_exclusive_group(required=True)
     group.add_argument(
         "--for",
@@ -63,6 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--off", action="store_true", help="end the snooze now")
     keep.set_defaults(func=cmd_keep)
+
+    agent = sub.add_parser("agent", parents=[common], help="the on-instance agent")
+    agent.add_argument("--once", action="store_true", help="sample once, publish, exit")
+    agent.add_argument("--json", action="store_true", help="print the ActivityReport as JSON")
+    agent.add_argument(
+        "--replay",
+        metavar="TRACE",
+        type=Path,
+        help="feed an idle-trace/1 file through the reducer as if its last sample were "
+        "taken now, then publish the result",
+    )
+    agent.add_argument(
+        "--instance-id", metavar="ID", help="publish for this instance (default: ask IMDS)"
+    )
+    agent.set_defaults(func=cmd_agent)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole loop on an embedded fake AWS; no account needed"
@@ -140,8 +163,19 @@ def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
 
     api = _api(cfg)
     found: Instance | None = None
-    for scan in scan_regions(api, cfg.aws.regions, cfg.aws.max_workers):
-        found = next((i for i in scan.instances if i.id == args.instance_id), found)
+    if args.instance_id is None:  # run on the instance itself
+        identity = _identity(None, cfg)
+        if identity is None:
+            print(
+                "idle-watchdog: name an instance (this machine is not an EC2 instance)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        found = api.describe(identity.region, identity.instance_id)
+        args.instance_id = identity.instance_id
+    else:
+        for scan in scan_regions(api, cfg.aws.regions, cfg.aws.max_workers):
+            found = next((i for i in scan.instances if i.id == args.instance_id), found)
     if found is None:
         print(
             f"idle-watchdog: {args.instance_id} not found in {', '.join(cfg.aws.regions)}",
@@ -167,6 +201,102 @@ def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_FAILED
     print(f"{found.id}: kept running until {iso(until)}")
     return EXIT_OK
+
+
+def _identity(instance_id: str | None, cfg: Config) -> Identity | None:
+    """Who this agent speaks for: ``--instance-id`` (region from the AWS chain), else IMDS."""
+    from watchdog.agent.imds import Identity, Imds, ImdsError
+
+    if instance_id:
+        import boto3
+
+        region = boto3.Session(profile_name=cfg.aws.profile or None).region_name
+        return Identity(instance_id, region or cfg.aws.regions[0], "on-demand")
+    try:
+        return Imds().identity()
+    except ImdsError as exc:
+        print(f"idle-watchdog: not on EC2 ({exc}): nothing to publish to", file=sys.stderr)
+        return None
+
+
+def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
+    import signal
+    import threading
+    import time
+
+    from watchdog.activity import Thresholds, reduce_all
+    from watchdog.agent import run
+    from watchdog.agent.publish import ReportServer, read_token
+    from watchdog.trace import TraceError
+    from watchdog.trace import load as load_trace
+
+    identity = _identity(args.instance_id, cfg)
+    ec2 = _api(cfg) if identity is not None else None
+    if args.replay:
+        try:
+            trace = load_trace(args.replay)
+        except TraceError as exc:
+            print(f"idle-watchdog: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        start = utcnow() - timedelta(seconds=trace.duration)
+        th = Thresholds.from_config(replace(cfg.agent, sample_seconds=trace.sample_seconds))
+        who = identity.instance_id if identity else "local"
+        report = reduce_all(trace.samples(start), th, instance_id=who, started_at=start)[-1]
+        agent = run.Agent(
+            cfg,
+            _NoProbes(),
+            identity=identity,
+            ec2=ec2,
+            state_path=Path(os.devnull),
+            started_at=start,
+        )
+        agent.publish(report, force=True)
+    elif args.once:
+        sampler = run.Sampler(cfg)
+        time.sleep(1.0)  # rates and CPU need an interval
+        agent = run.Agent(
+            cfg,
+            sampler,
+            identity=identity,
+            ec2=ec2,
+            state_path=run.state_path(),
+            started_at=run.boot_time(),
+        )
+        report = agent.observe(sampler.read(utcnow()))
+        agent.publish(report, force=True)
+    else:
+        token = read_token(cfg.agent.token_file) if cfg.agent.http_listen else None
+        server = ReportServer(cfg.agent.http_listen, token) if token else None
+        agent = run.Agent(
+            cfg,
+            run.Sampler(cfg),
+            identity=identity,
+            ec2=ec2,
+            state_path=run.state_path(),
+            started_at=run.boot_time(),
+            server=server,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        agent.serve(stop)
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        reasons = ", ".join(report.reasons) or "no activity"
+        print(
+            f"{report.instance_id}: {report.state} ({reasons}); "
+            f"last active {iso(report.last_active_at)}"
+        )
+    return EXIT_OK
+
+
+class _NoProbes:
+    """Stands in for the probes in a replay, where the trace is the input."""
+
+    def read(self, now: datetime) -> Any:  # pragma: no cover - a replay never samples
+        raise RuntimeError("a replay reads no probes")
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:

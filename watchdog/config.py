@@ -80,12 +80,33 @@ class BillingConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """The on-instance agent: what counts as activity, and how it publishes."""
+
+    sample_seconds: int = _opt(60, 5, 600)
+    gpu_util_percent: float = _opt(5.0, 0.0, 100.0)
+    process_cpu_percent: float = _opt(20.0, 0.0, 10000.0)
+    net_bytes_per_s: float = _opt(500_000.0, 0.0)
+    disk_bytes_per_s: float = _opt(1_000_000.0, 0.0)
+    kernel_grace_seconds: int = _opt(300, 0, 3600)
+    tty_grace_seconds: int = _opt(120, 0, 3600)
+    ignore_processes: tuple[str, ...] = ()
+    backstop_minutes: int = _opt(120, 0, 30 * 24 * 60)
+    heartbeat_active_seconds: int = _opt(60, 10, 3600)
+    heartbeat_idle_seconds: int = _opt(300, 30, 3600)
+    http_listen: str = "127.0.0.1:8477"
+    token_file: str = "/etc/idle-watchdog/token"  # noqa: S105 - a path, not a secret
+    jupyter_runtime_dirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     spot: SpotConfig = field(default_factory=SpotConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     source: str = field(default="", compare=False)
 
     @property

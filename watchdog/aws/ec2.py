@@ -49,6 +49,7 @@ class Ec2Api(Protocol):
     """What the scheduler needs from EC2. ``Boto3Ec2`` is the real one."""
 
     def scan(self, region: str) -> RegionScan: ...
+    def describe(self, region: str, instance_id: str) -> Instance | None: ...
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None: ...
     def cancel_spot_requests(self, region: str, request_ids: Sequence[str]) -> None: ...
     def tag(self, region: str, resource_id: str, tags: Mapping[str, str]) -> None: ...
@@ -114,6 +115,19 @@ class Boto3Ec2:
         by_instance = {r.instance_id: r.id for r in spot if r.instance_id}
         found = tuple(_parse_all(_instance, region, instances, by_instance))
         return RegionScan(region, found, spot, api_calls=self.calls(region) - before)
+
+    def describe(self, region: str, instance_id: str) -> Instance | None:
+        """One instance (the agent's view of itself); None if EC2 does not know it."""
+        with _translated():
+            try:
+                answer = self.client(region).describe_instances(InstanceIds=[instance_id])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+                    return None
+                raise
+        found = [i for r in answer.get("Reservations", []) for i in r.get("Instances", [])]
+        parsed = list(_parse_all(_instance, region, found, {}))  # type: ignore[arg-type]
+        return parsed[0] if parsed else None
 
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None:
         with _translated():

@@ -1,0 +1,130 @@
+"""The agent's loop against a moto server: heartbeat, telling terminals, the backstop."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MANAGED, config, launch, state, tags_of
+from watchdog import heartbeat as hb
+from watchdog.agent.imds import Identity
+from watchdog.agent.run import Agent, AgentState
+from watchdog.agent.sample import Gpu, Sample
+from watchdog.aws.ec2 import Boto3Ec2
+from watchdog.aws.fake import set_launch_time
+from watchdog.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_STOPPED, Instance
+from watchdog.timeutil import iso
+
+pytestmark = pytest.mark.usefixtures("aws")
+
+CFG = config(idle={"minutes": 30, "warn_minutes": 10}, agent={"backstop_minutes": 120})
+M = timedelta(minutes=1)
+
+
+class Script:
+    """A sample source: the GPU is busy until ``busy_until``, then nothing happens."""
+
+    def __init__(self, busy_until: datetime):
+        self.busy_until = busy_until
+
+    def read(self, now: datetime) -> Sample:
+        util = 90.0 if now <= self.busy_until else 0.0
+        return Sample(now, gpus=(Gpu(0, util, 12000.0, 1),))
+
+
+class World:
+    def __init__(self, tmp_path: Path, *, tags: dict[str, str] | None = None):
+        self.iid = launch("us-east-1", tags=tags if tags is not None else MANAGED)[0]
+        self.start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=4)
+        set_launch_time("us-east-1", self.iid, self.start)
+        self.told: list[str] = []
+        self.state_path = tmp_path / "agent.json"
+
+    def agent(self, busy_minutes: int = 5) -> Agent:
+        return Agent(
+            CFG,
+            Script(self.start + busy_minutes * M),
+            identity=Identity(self.iid, "us-east-1", "on-demand"),
+            ec2=Boto3Ec2(),
+            state_path=self.state_path,
+            started_at=self.start,
+            tell=self.told.append,
+        )
+
+    def at(self, minutes: float) -> datetime:
+        return self.start + minutes * M
+
+    def run(self, agent: Agent, minutes: list[float]) -> None:
+        for m in minutes:
+            agent.step(self.at(m))
+
+
+def test_heartbeat_then_a_word_to_terminals_then_the_backstop_stops(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    agent = world.agent(busy_minutes=5)
+    world.run(agent, [1, 5])
+    beat = hb.decode(tags_of("us-east-1", world.iid)[TAG_HEARTBEAT])
+    assert beat.active is True and beat.reasons == ("gpu:0",)
+
+    world.run(agent, [24])  # idle since minute 5: the scheduler would warn at 25
+    assert world.told == []
+    world.run(agent, [25, 26])
+    assert len(world.told) == 1
+    assert "idle for 20m" in world.told[0]
+    assert "scheduler will stop it at " + iso(world.at(35)) in world.told[0]
+    assert "idle-watchdog keep --for 2h" in world.told[0]
+    assert state("us-east-1", world.iid) == "running"  # the agent itself only told
+
+    world.run(agent, [114, 115, 116])  # the backstop warns 10 minutes before minute 125
+    assert len(world.told) == 2 and "the agent will stop it at" in world.told[1]
+    assert state("us-east-1", world.iid) == "running"
+
+    world.run(agent, [125])
+    assert state("us-east-1", world.iid) in ("stopping", "stopped")
+    assert "agent backstop" in tags_of("us-east-1", world.iid)[TAG_STOPPED]
+
+
+def test_a_restarted_agent_remembers_when_work_last_happened(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.run(world.agent(busy_minutes=5), [1, 5, 24, 25])
+    assert AgentState.load(world.state_path).last_active_at == world.at(5)
+    again = world.agent(busy_minutes=0)  # a fresh process; its script never saw the work
+    report = again.step(world.at(27))
+    assert report.last_active_at == world.at(5)
+    assert len(world.told) == 1  # the warning it already gave is not repeated
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {TAG_KEEP_UNTIL: "2999-01-01T00:00:00Z"},
+        {"idle-watchdog:exempt": ""},
+        {"idle-watchdog:managed": "false"},
+    ],
+    ids=["kept", "exempt", "unmanaged"],
+)
+def test_the_backstop_leaves_alone_what_the_scheduler_would(
+    tmp_path: Path, extra: dict[str, str]
+) -> None:
+    world = World(tmp_path, tags={**MANAGED, **extra})
+    world.run(world.agent(), [1, 125, 140, 200])
+    assert state("us-east-1", world.iid) == "running"
+    assert world.told == []
+
+
+def test_a_one_time_spot_instance_is_never_stopped(tmp_path: Path) -> None:
+    """moto launches no spot lifecycle for run_instances; EC2's answer says "spot" here."""
+
+    class SpotView(Boto3Ec2):
+        def describe(self, region: str, instance_id: str) -> Instance | None:
+            found = super().describe(region, instance_id)
+            return replace(found, lifecycle="spot") if found else None
+
+    world = World(tmp_path)
+    agent = world.agent()
+    agent.ec2 = SpotView()
+    world.run(agent, [1, 130, 200])
+    assert state("us-east-1", world.iid) == "running"

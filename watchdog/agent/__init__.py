@@ -1,0 +1,1 @@
+"""The on-instance agent: probes -> Sample -> reduce -> ActivityReport -> publish."""

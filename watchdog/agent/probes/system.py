@@ -1,0 +1,537 @@
+"""The system probe: ttys, busy user processes, whole-machine CPU, network and disk rates.
+
+One ``SystemProbe`` lives as long as the agent. It keeps the counters of its
+previous read, so every rate and CPU figure covers exactly the interval since
+then, and nobody else's call (say ``psutil.cpu_percent`` elsewhere in the
+process) can shorten that interval. The constructor takes a baseline, so the
+first ``read()`` already has an interval.
+
+Each part is read on its own: a part that cannot be read is ``None``
+(unknown, which never counts as idle) with a log line, and the others are
+still reported. A part whose baseline could not be taken is ``None`` once
+more on the next read, because a rate with no start is not a rate.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+import time as _time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import psutil
+import structlog
+
+from watchdog.agent.sample import ProbeError, Process, Rates, Tty
+
+log = structlog.get_logger("watchdog.agent.system")
+
+T = TypeVar("T")
+
+# Built-in exclusions, as fnmatch patterns (case-sensitive). Matched against a
+# process's name, the basename of its argv[0] and, for interpreters, of the
+# script it runs; a pattern containing "/" is matched against full paths instead.
+SYSTEM_PROCESSES: tuple[str, ...] = (
+    # init, core services, logins
+    "systemd*", "(sd-pam)", "init", "tini", "dumb-init", "docker-init",
+    "journald", "udevd", "dbus-daemon", "dbus-broker*", "polkitd",
+    "rsyslogd", "syslog-ng", "cron", "crond", "atd", "agetty", "acpid", "auditd",
+    "sshd", "sshd-*",  # the daemon, "sshd: user@pts/0", OpenSSH 9.8+ sshd-session
+    # package updates
+    "apt", "apt-get", "apt-check", "apt.systemd.daily", "aptd", "/usr/lib/apt/*",
+    "dpkg", "dpkg-*", "unattended-upgr*", "packagekitd", "snapd", "yum", "dnf",
+    "dnf-automatic",
+    # cloud agents
+    "amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker",
+    "amazon-cloudwatch-agent", "cloud-init", "google_*", "google-guest-agent",
+    "google-osconfig-agent", "waagent",
+    # containers and drivers: the daemons, not the containers they run
+    "containerd", "containerd-shim*", "dockerd", "docker-proxy",
+    "nvidia-persistenced", "nv-fabricmanager", "nv-hostengine",
+    # housekeeping
+    "chronyd", "ntpd", "irqbalance", "multipathd", "fwupd", "udisksd",
+    "ModemManager", "NetworkManager", "networkd-dispatcher", "accounts-daemon",
+    "thermald", "rngd",
+    # a Jupyter server idling (its kernels, ipykernel_launcher, are user work)
+    "jupyter-lab", "jupyter-notebook", "jupyter-server", "jupyter-labhub",
+    "jupyterhub", "jupyterhub-singleuser", "configurable-http-proxy",
+    # the agent itself
+    "idle-watchdog",
+)  # fmt: skip
+
+# Python modules run with ``-m`` that are system processes (full dotted name).
+SYSTEM_MODULES: tuple[str, ...] = (
+    "watchdog",
+    "watchdog.__main__",
+    "jupyter_server",
+    "jupyter_server.*",
+    "jupyterlab",
+    "jupyterlab.*",
+    "notebook",
+    "notebook.*",
+    "nbclassic",
+    "jupyterhub",
+    "jupyterhub.*",
+    "cloudinit.*",
+)
+
+_PYTHON = re.compile(r"(?:python|pypy)[\d.]*[dmu]?")
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "perl"})
+_SSHD_NOTTY = re.compile(r"sshd(?:-session)?: (?P<user>[^\s@]+)@notty(?:\s|$)")
+_LOOPBACK = frozenset({"lo"})
+_MIN_AGE_S = 1.0  # floor for a new process's age: create_time is only good to ~1 s
+_PROC_ATTRS = ["pid", "ppid", "name", "username", "cmdline", "create_time", "cpu_times"]
+
+
+# --- the psutil-like source -------------------------------------------------
+
+
+class _User(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def terminal(self) -> str | None: ...
+    @property
+    def started(self) -> float: ...
+
+
+class _Proc(Protocol):
+    info: dict[str, Any]
+
+
+class _NetIO(Protocol):
+    @property
+    def bytes_recv(self) -> int: ...
+    @property
+    def bytes_sent(self) -> int: ...
+
+
+class _DiskIO(Protocol):
+    @property
+    def read_bytes(self) -> int: ...
+    @property
+    def write_bytes(self) -> int: ...
+
+
+class _CpuTimes(Protocol):
+    def _asdict(self) -> dict[str, Any]: ...
+
+
+class PsutilLike(Protocol):
+    """The slice of psutil this probe reads; the ``psutil`` module itself is one."""
+
+    def users(self) -> Sequence[_User]: ...
+    def process_iter(self, attrs: list[str]) -> Iterable[_Proc]: ...
+    def cpu_times(self) -> _CpuTimes: ...
+    def net_io_counters(self, pernic: Literal[True]) -> Mapping[str, _NetIO]: ...
+    def disk_io_counters(self, perdisk: Literal[False]) -> _DiskIO | None: ...
+
+
+# --- which processes are the system's ----------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """One regex for the name patterns and one for the path patterns: a read checks
+    hundreds of processes against dozens of patterns."""
+
+    def join(ps: list[str]) -> re.Pattern[str] | None:
+        return re.compile("|".join(fnmatch.translate(p) for p in ps)) if ps else None
+
+    return (
+        join([p for p in patterns if "/" not in p]),
+        join([p for p in patterns if "/" in p]),
+    )
+
+
+def _python_target(args: Sequence[str]) -> tuple[str | None, str | None]:
+    """(script, module) that ``python args...`` runs, parsing options as CPython does."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            return (args[i] if i < len(args) else None), None
+        if arg == "-" or not arg.startswith("-"):
+            return (None if arg == "-" else arg), None
+        if arg.startswith("--"):
+            if arg == "--check-hash-based-pycs":
+                i += 1
+            continue
+        for j, flag in enumerate(arg[1:], start=1):  # combined flags: -u, -OO, -um mod, -Wignore
+            rest = arg[j + 1 :]
+            if flag == "c":
+                return None, None
+            if flag == "m":
+                return None, (rest or (args[i] if i < len(args) else None))
+            if flag in "WX":
+                i += 0 if rest else 1
+                break
+    return None, None
+
+
+def _shell_script(args: Sequence[str]) -> str | None:
+    """The script ``sh args...`` runs; None for ``sh -c``."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg[:1] in ("-", "+") and len(arg) > 1:
+            if not arg.startswith("--") and "c" in arg[1:]:
+                return None
+            if arg[1:] in ("o", "O"):
+                i += 1
+            continue
+        return arg
+    return None
+
+
+def _identities(
+    name: str | None, cmdline: Sequence[str] | None
+) -> tuple[set[str], set[str], str | None]:
+    """(names, paths, module) a process can be recognised by."""
+    names: set[str] = set()
+    paths: set[str] = set()
+    if name:
+        names.add(name)
+    module = None
+    if cmdline:
+        # "sshd: alice@pts/0" comes as one string when the title has no NULs
+        argv0 = cmdline[0].split()[0] if cmdline[0].strip() else cmdline[0]
+        paths.add(argv0)
+        names.add(os.path.basename(argv0))  # noqa: PTH119 - a string from argv, not a file
+        exe = os.path.basename(argv0)  # noqa: PTH119
+        script: str | None = None
+        if _PYTHON.fullmatch(exe):
+            script, module = _python_target(cmdline[1:])
+        elif exe in _SHELLS:
+            script = _shell_script(cmdline[1:])
+        if script:
+            paths.add(script)
+            base = os.path.basename(script)  # noqa: PTH119
+            names.update({base, base.removesuffix(".py")})
+    names |= {n.rstrip(":") for n in names}
+    names.discard("")
+    return names, paths, module
+
+
+def _matches(patterns: tuple[str, ...], names: set[str], paths: set[str]) -> bool:
+    by_name, by_path = _compile(patterns)
+    return (by_name is not None and any(by_name.match(n) for n in names)) or (
+        by_path is not None and any(by_path.match(p) for p in paths)
+    )
+
+
+def is_system(
+    name: str | None,
+    cmdline: Sequence[str] | None,
+    pid: int,
+    own_pids: Collection[int],
+    ignore: Sequence[str] = (),
+    *,
+    ppid: int | None = None,
+) -> bool:
+    """Whether a process is the machine's own rather than a person's work.
+
+    Kernel threads (no command line, or children of kthreadd), ``own_pids`` (the
+    agent and its children), and anything matching ``SYSTEM_PROCESSES``,
+    ``SYSTEM_MODULES`` or the extra ``ignore`` patterns (config
+    ``[agent] ignore_processes``; matched against names, paths and modules alike).
+    ``cmdline=None`` means unreadable, and then only the name can match.
+    """
+    if pid in own_pids or pid == 2 or ppid == 2:
+        return True
+    if cmdline is not None and not cmdline:
+        return True
+    names, paths, module = _identities(name, cmdline)
+    if _matches(SYSTEM_PROCESSES, names, paths):
+        return True
+    if module is not None and _matches(SYSTEM_MODULES, {module}, set()):
+        return True
+    extra = tuple(ignore)
+    return bool(extra) and _matches(extra, names | ({module} if module else set()), paths)
+
+
+def _ours_or_kernel(p: _ProcInfo, own: Collection[int]) -> bool:
+    """The agent and its children, and kernel threads: not worth reporting at all."""
+    kernel_thread = p.pid == 2 or p.ppid == 2 or (p.cmdline is not None and not p.cmdline)
+    return p.pid in own or kernel_thread
+
+
+# --- the probe ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemReading:
+    """One read of the system probe; ``None`` marks a part that could not be read."""
+
+    ssh: tuple[Tty, ...] | None
+    processes: tuple[Process, ...] | None
+    cpu_percent: float | None  # whole machine, 0-100
+    net: Rates | None  # (rx, tx) bytes/s, loopback excluded
+    disk: Rates | None  # (read, write) bytes/s
+
+
+@dataclass(frozen=True)
+class _ProcInfo:
+    pid: int
+    ppid: int | None
+    name: str | None
+    user: str | None
+    cmdline: tuple[str, ...] | None
+    create_time: float | None
+    cpu_seconds: float | None  # user + system, children excluded (as psutil's cpu_percent)
+
+
+@dataclass(frozen=True)
+class _ProcState:
+    mono: float
+    cpu: dict[int, tuple[float | None, float | None]]  # pid -> (create_time, cpu_seconds)
+
+
+class _NoBaseline(ProbeError):
+    """The part has no previous read to measure from: expected once, at the baseline."""
+
+
+def _cpu_split(times: _CpuTimes) -> tuple[float, float]:
+    """(busy, total) seconds, by psutil's own rule: guests are inside user time
+    already, and idle and iowait are not busy."""
+    t = {k: float(v) for k, v in times._asdict().items()}
+    total = sum(t.values()) - t.get("guest", 0.0) - t.get("guest_nice", 0.0)
+    return total - t["idle"] - t.get("iowait", 0.0), total
+
+
+def _rate(now: float, before: float, dt: float) -> float:
+    """Bytes/s; a counter that went backwards (wrap, reset) counts as no transfer."""
+    return max(0.0, now - before) / dt if dt > 0 else 0.0
+
+
+class SystemProbe:
+    """Reads ttys, busy user processes, CPU, network and disk over the interval
+    since its previous read (or since it was built, for the first read)."""
+
+    def __init__(
+        self,
+        *,
+        ignore: Sequence[str] = (),
+        source: PsutilLike | None = None,
+        monotonic: Callable[[], float] = _time.monotonic,
+        time: Callable[[], float] = _time.time,
+        dev_root: Path | str = "/dev",
+        own_pid: int | None = None,
+        min_cpu_percent: float = 1.0,
+        top: int = 20,
+    ) -> None:
+        self.ignore = tuple(ignore)
+        self.min_cpu_percent = min_cpu_percent
+        self.top = top
+        self._src: PsutilLike = source if source is not None else psutil
+        self._mono = monotonic
+        self._time = time
+        self._dev = Path(dev_root)
+        self._own_pid = os.getpid() if own_pid is None else own_pid
+        self._failing: dict[str, str] = {}
+        self._cpu_prev: tuple[float, float] | None = None
+        self._net_prev: tuple[float, dict[str, tuple[int, int]]] | None = None
+        self._disk_prev: tuple[float, tuple[int, int]] | None = None
+        self._proc_prev: _ProcState | None = None
+        self.read()  # the baseline
+
+    def read(self) -> SystemReading:
+        """Every part over the interval since the previous read; each part on its own."""
+        procs = self._part("process list", self._snapshot)
+        return SystemReading(
+            ssh=self._part("ssh", lambda: self._ttys(procs)),
+            processes=self._part("processes", lambda: self._processes(procs)),
+            cpu_percent=self._part("cpu", self._cpu),
+            net=self._part("net", self._net),
+            disk=self._part("disk", self._disk),
+        )
+
+    # -- plumbing
+
+    def _part(self, part: str, fn: Callable[[], T | None]) -> T | None:
+        """``fn()``, or None with a log line: a warning when the part starts failing
+        (or fails differently), debug while it keeps failing the same way."""
+        try:
+            value = fn()
+        except _NoBaseline as exc:
+            log.debug("system probe part has no baseline yet", part=part, error=str(exc))
+            return None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(part) != error:
+                log.warning("system probe part unreadable", part=part, error=error)
+            else:
+                log.debug("system probe part still unreadable", part=part, error=error)
+            self._failing[part] = error
+            return None
+        if part in self._failing and value is not None:
+            log.info("system probe part readable again", part=part)
+            del self._failing[part]
+        return value
+
+    # -- ttys
+
+    def _ttys(self, procs: list[_ProcInfo] | None) -> tuple[Tty, ...]:
+        """Logged-in sessions with the idle time of their terminal's input, as ``w``
+        computes it (now - atime of the tty device). Local consoles count: a person
+        at a console is a person. A session without a terminal (utmp has none, or
+        sshd's "user@notty" process: an editor's remote server, a port forward)
+        is "notty" with idle time since it started, the only time it has."""
+        if procs is None:
+            raise ProbeError("process list unreadable: notty sessions unknown")
+        now = self._time()
+        ttys: list[Tty] = []
+        for user in self._src.users():
+            term = (user.terminal or "").removeprefix("/dev/")
+            if not term or ":" in term:  # none, or an X display such as ":0"
+                ttys.append(Tty("notty", user.name, max(0.0, now - user.started)))
+                continue
+            try:
+                atime = (self._dev / term).stat().st_atime
+            except FileNotFoundError:  # a stale utmp entry: the terminal is gone
+                log.debug("tty gone; stale login record", tty=term, user=user.name)
+                continue
+            ttys.append(Tty(term, user.name, max(0.0, now - atime)))
+        for p in procs:
+            m = _SSHD_NOTTY.match(" ".join(p.cmdline or ()))
+            if m and p.create_time is not None:
+                ttys.append(Tty("notty", m["user"], max(0.0, now - p.create_time)))
+        return tuple(ttys)
+
+    # -- processes
+
+    def _snapshot(self) -> list[_ProcInfo]:
+        out: list[_ProcInfo] = []
+        for p in self._src.process_iter(_PROC_ATTRS):
+            i = p.info
+            ct = i.get("cpu_times")
+            cmd = i.get("cmdline")
+            out.append(
+                _ProcInfo(
+                    pid=int(i["pid"]),
+                    ppid=i.get("ppid"),
+                    name=i.get("name"),
+                    user=i.get("username"),
+                    cmdline=None if cmd is None else tuple(cmd),
+                    create_time=i.get("create_time"),
+                    cpu_seconds=None if ct is None else float(ct.user + ct.system),
+                )
+            )
+        return out
+
+    def _own_pids(self, procs: list[_ProcInfo]) -> set[int]:
+        """The agent and all its descendants (hooks it runs, say)."""
+        children: dict[int, list[int]] = {}
+        for p in procs:
+            if p.ppid is not None:
+                children.setdefault(p.ppid, []).append(p.pid)
+        own, todo = {self._own_pid}, [self._own_pid]
+        while todo:
+            for c in children.get(todo.pop(), ()):
+                if c not in own:
+                    own.add(c)
+                    todo.append(c)
+        return own
+
+    def _processes(self, procs: list[_ProcInfo] | None) -> tuple[Process, ...] | None:
+        """Processes above ``min_cpu_percent`` of a core, busiest first.
+
+        System processes are kept, marked ``system``, so the reducer can tell
+        whose I/O it sees (package updates downloading are nobody's work); the
+        agent itself and kernel threads are left out.
+
+        A process already seen is measured over the interval. One born since (its
+        pid absent from the previous list, or reused: pid + create_time) is
+        measured over its lifetime, capped at the interval it lies within, since
+        ``create_time`` is only good to about a second.
+        """
+        if procs is None:
+            return None
+        mono, now = self._mono(), self._time()
+        prev = self._proc_prev
+        self._proc_prev = _ProcState(mono, {p.pid: (p.create_time, p.cpu_seconds) for p in procs})
+        if prev is None:
+            raise _NoBaseline("processes measured from the next read")
+        dt = mono - prev.mono
+        busy: list[tuple[float, _ProcInfo]] = []
+        for p in procs:
+            if p.cpu_seconds is None:
+                continue
+            seen = prev.cpu.get(p.pid)
+            if seen is not None and seen[0] == p.create_time:
+                if seen[1] is None:  # its CPU time was unreadable last time: no start
+                    continue
+                pct = _rate(p.cpu_seconds, seen[1], dt) * 100
+            elif p.create_time is not None and dt > 0:
+                pct = p.cpu_seconds / min(max(now - p.create_time, _MIN_AGE_S), dt) * 100
+            else:
+                continue
+            if pct > self.min_cpu_percent:
+                busy.append((pct, p))
+        if not busy:
+            return ()
+        own = self._own_pids(procs)
+        busy = [(pct, p) for pct, p in busy if not _ours_or_kernel(p, own)]
+        busy.sort(key=lambda b: (-b[0], b[1].pid))
+        return tuple(
+            Process(
+                name=p.name or "?",
+                user=p.user or "?",
+                cpu_percent=pct,
+                pid=p.pid,
+                system=is_system(p.name, p.cmdline, p.pid, own, self.ignore, ppid=p.ppid),
+            )
+            for pct, p in busy[: self.top]
+        )
+
+    # -- machine-wide counters
+
+    def _cpu(self) -> float:
+        busy, total = _cpu_split(self._src.cpu_times())
+        prev, self._cpu_prev = self._cpu_prev, (busy, total)
+        if prev is None:
+            raise _NoBaseline("CPU measured from the next read")
+        d_busy, d_total = busy - prev[0], total - prev[1]
+        if d_total <= 0 or d_busy <= 0:
+            return 0.0
+        return min(100.0, d_busy / d_total * 100)
+
+    def _net(self) -> Rates:
+        """Summed over every interface but loopback (a local copy moves no data off
+        the machine). Bridges and container veths are kept: traffic to a container
+        from outside shows twice, which only errs towards activity. An interface
+        that appeared since the previous read counts from zero."""
+        mono = self._mono()
+        nics = {
+            nic: (c.bytes_recv, c.bytes_sent)
+            for nic, c in self._src.net_io_counters(pernic=True).items()
+            if nic not in _LOOPBACK
+        }
+        prev, self._net_prev = self._net_prev, (mono, nics)
+        if prev is None:
+            raise _NoBaseline("network measured from the next read")
+        dt = mono - prev[0]
+        rx = tx = 0.0
+        for nic, (r, t) in nics.items():
+            r0, t0 = prev[1].get(nic, (0, 0))
+            rx += _rate(r, r0, dt)
+            tx += _rate(t, t0, dt)
+        return Rates(rx, tx)
+
+    def _disk(self) -> Rates:
+        mono = self._mono()
+        c = self._src.disk_io_counters(perdisk=False)
+        if c is None:  # no disks in /proc/diskstats: some containers
+            raise ProbeError("no disk counters on this machine")
+        prev, self._disk_prev = self._disk_prev, (mono, (c.read_bytes, c.write_bytes))
+        if prev is None:
+            raise _NoBaseline("disk measured from the next read")
+        dt = mono - prev[0]
+        return Rates(_rate(c.read_bytes, prev[1][0], dt), _rate(c.write_bytes, prev[1][1], dt))
