@@ -17,7 +17,7 @@ from watchdog import __version__, log
 from watchdog import config as configmod
 from watchdog.config import Config, ConfigError
 from watchdog.fleet import TAG_KEEP_UNTIL, Instance
-from watchdog.timeutil import iso, parse_duration, utcnow
+from watchdog.timeutil import human, iso, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from watchdog.agent.imds import Identity
@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         "--instance-id", metavar="ID", help="publish for this instance (default: ask IMDS)"
     )
     agent.set_defaults(func=cmd_agent)
+
+    sim = sub.add_parser(
+        "simulate", parents=[common], help="replay traces through the policy in virtual time"
+    )
+    sim.add_argument("traces", nargs="+", type=Path, metavar="TRACE", help="idle-trace/1 files")
+    sim.add_argument("--json", action="store_true", help="one JSON object per trace per line")
+    sim.add_argument(
+        "--policy",
+        default="idle-watchdog",
+        choices=["idle-watchdog", "cpu-alarm", "jupyter-only", "gpu-only", "never"],
+        help="idle-watchdog (default) or a baseline that stands for a tool in use today",
+    )
+    sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole loop on an embedded fake AWS; no account needed"
@@ -297,6 +310,52 @@ class _NoProbes:
 
     def read(self, now: datetime) -> Any:  # pragma: no cover - a replay never samples
         raise RuntimeError("a replay reads no probes")
+
+
+def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
+    from watchdog.simulate import simulate
+    from watchdog.trace import TraceError
+    from watchdog.trace import load as load_trace
+
+    results = []
+    for path in args.traces:
+        try:
+            trace = load_trace(path)
+        except TraceError as exc:
+            print(f"idle-watchdog: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        result = simulate(trace, args.policy, cfg)
+        results.append(result)
+        if args.json:
+            print(json.dumps(result.to_json()), flush=True)
+    if not args.json:
+        print(_simulation_table(results))
+    return EXIT_OK
+
+
+def _simulation_table(results: Sequence[Any]) -> str:
+    def clock(seconds: float | None) -> str:
+        return "-" if seconds is None else human(timedelta(seconds=seconds))
+
+    rows = [["trace", "policy", "stopped at", "warned at", "false stop", "waste", "waste $"]]
+    for r in results:
+        labelled = r.false_stop is not None
+        rows.append(
+            [
+                r.trace,
+                r.policy,
+                clock(r.stopped_at),
+                clock(r.warned_at),
+                ("YES" if r.false_stop else "no") if labelled else "?",
+                clock(r.waste_seconds) if labelled else "?",
+                f"{r.waste_usd:.2f}" if labelled else "?",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
