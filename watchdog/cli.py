@@ -239,6 +239,7 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
 
     from watchdog.activity import Thresholds, reduce_all
     from watchdog.agent import run
+    from watchdog.agent.imds import Imds
     from watchdog.agent.publish import ReportServer, read_token
     from watchdog.trace import TraceError
     from watchdog.trace import load as load_trace
@@ -288,6 +289,7 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
             state_path=run.state_path(),
             started_at=run.boot_time(),
             server=server,
+            imds=Imds() if identity is not None and args.instance_id is None else None,
         )
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -128,3 +128,30 @@ def test_a_one_time_spot_instance_is_never_stopped(tmp_path: Path) -> None:
     agent.ec2 = SpotView()
     world.run(agent, [1, 130, 200])
     assert state("us-east-1", world.iid) == "running"
+
+
+def test_a_spot_interruption_notice_is_told_once(tmp_path: Path) -> None:
+    """IMDS answers 404 until AWS announces the interruption, then a 200 notice."""
+    import json as jsonlib
+    import threading
+
+    from tests.agent.test_imds import FakeImds
+    from watchdog.agent.imds import Imds
+
+    fake = FakeImds()
+    threading.Thread(target=fake.server.serve_forever, daemon=True).start()
+    try:
+        world = World(tmp_path)
+        agent = world.agent()
+        agent.identity = Identity(world.iid, "us-east-1", "spot")
+        agent.imds = Imds(fake.url)
+        world.run(agent, [1, 2])
+        assert world.told == []
+        notice = {"action": "stop", "time": "2026-11-23T16:02:00Z"}
+        fake.values["/latest/meta-data/spot/instance-action"] = jsonlib.dumps(notice)
+        world.run(agent, [3, 4])
+        assert len(world.told) == 1
+        assert "AWS will stop this spot instance at 2026-11-23T16:02:00Z" in world.told[0]
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()

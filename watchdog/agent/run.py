@@ -31,7 +31,7 @@ import structlog
 from watchdog import heartbeat as hb
 from watchdog import sdnotify
 from watchdog.activity import ActivityReport, Thresholds, reduce
-from watchdog.agent.imds import Identity
+from watchdog.agent.imds import Identity, Imds, ImdsError
 from watchdog.agent.publish import HeartbeatTag, ReportServer
 from watchdog.agent.sample import ProbeError, Sample
 from watchdog.aws.ec2 import AwsError, Ec2Api
@@ -148,10 +148,12 @@ class Agent:
         started_at: datetime,
         tell: Callable[[str], None] = wall,
         server: ReportServer | None = None,
+        imds: Imds | None = None,
     ):
         self.cfg, self.sampler, self.identity, self.ec2 = cfg, sampler, identity, ec2
         self.th = Thresholds.from_config(cfg.agent)
-        self.state_path, self.tell, self.server = state_path, tell, server
+        self.state_path, self.tell, self.server, self.imds = state_path, tell, server, imds
+        self._notice_seen = ""
         self.state = AgentState.load(state_path)
         self.started_at = started_at
         self.report: ActivityReport | None = None
@@ -191,6 +193,7 @@ class Agent:
     def step(self, now: datetime) -> ActivityReport:
         report = self.observe(self.sampler.read(now))
         self.publish(report)
+        self.spot_notice()
         self.look_after(report, now)
         self.state.save(self.state_path)
         return report
@@ -207,6 +210,26 @@ class Agent:
             self.server.update(report)
         if self.heartbeat is not None:
             self.heartbeat.publish(report, force=force)
+
+    def spot_notice(self) -> None:
+        """Tell terminals once when AWS announces it will interrupt this spot instance."""
+        if self.imds is None or self.identity is None or self.identity.lifecycle != "spot":
+            return
+        try:
+            notice = self.imds.spot_notice()
+        except ImdsError as exc:
+            log.warning("spot notice unreadable", error=str(exc))
+            return
+        if not notice or str(notice) == self._notice_seen:
+            return
+        self._notice_seen = str(notice)
+        action, when = notice.get("action", "interrupt"), notice.get("time", "soon")
+        text = f"AWS will {action} this spot instance at {when} (a spot interruption)."
+        log.warning("spot interruption notice", action=action, time=when)
+        try:
+            self.tell(f"idle-watchdog: {text} Save your work now.\n")
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not tell terminals", error=str(exc))
 
     def look_after(self, report: ActivityReport, now: datetime) -> None:
         """Tell terminals before any stop; stop as the backstop. Never raises."""
