@@ -117,7 +117,10 @@ def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
             "unknown key",
         ),
         ("[spot]\n[spot.extra]\nx = 1\n", "spot.extra", 2, "unknown key"),
-        ("[notify]\nurgent = true\n", "notify", 1, "unknown key"),
+        ("[notfiy]\nurgent = true\n", "notfiy", 1, "unknown key"),
+        ("[notify]\nurgent = true\n", "notify.urgent", 2, "unknown key"),
+        ('[notify]\nbackend = "growl"\n', "notify.backend", 2, "expected one of auto"),
+        ('[notify]\nkeep_durations = ["soon"]\n', "notify.keep_durations", 2, "not a duration"),
         ('[idle]\nminutes = "30"\n', "idle.minutes", 2, "expected a whole number"),
         ("[idle]\nminutes = 30.5\n", "idle.minutes", 2, "expected a whole number"),
         (

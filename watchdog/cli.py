@@ -21,6 +21,7 @@ from watchdog.timeutil import human, iso, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from watchdog.agent.imds import Identity
+    from watchdog.notify import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
+    svc = sub.add_parser(
+        "install-service", parents=[common], help="run the scheduler at login (systemd/launchd)"
+    )
+    svc.set_defaults(func=cmd_install_service)
+    unsvc = sub.add_parser("uninstall-service", parents=[common], help="undo install-service")
+    unsvc.set_defaults(func=cmd_uninstall_service)
+
     cfg = sub.add_parser("config", parents=[common], help="config file tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
@@ -132,17 +140,46 @@ def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.scheduler import Daemon, run_pass
+    from watchdog.scheduler import Daemon, run_pass, tell
     from watchdog.store import Store
 
     store = Store(cfg.database_path)
     dry = True if args.dry_run else None
     if args.once:
         report = run_pass(_api(cfg), store, cfg, utcnow(), dry_run=dry)
+        messages = tell(report, store, cfg)
+        if messages:
+            asyncio.run(_send_all(messages, cfg))
         failed = bool(report.failed_regions) or any(not d.ok for d in report.done)
         return EXIT_FAILED if failed else EXIT_OK
     asyncio.run(Daemon(_api(cfg), store, cfg, dry_run=dry).serve())
     return EXIT_OK
+
+
+async def _send_all(messages: Sequence[Message], cfg: Config) -> None:
+    """For ``run --once``: show them and go (buttons need the daemon's loop to act)."""
+    from watchdog import notify
+
+    notifier = await notify.choose(cfg.notify.backend)
+    for message in messages:
+        await notifier.send(message)
+    await notifier.aclose()
+
+
+def cmd_install_service(args: argparse.Namespace, cfg: Config) -> int:
+    from watchdog import service
+
+    outcome = service.install()
+    print("\n".join(outcome.lines))
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
+    from watchdog import service
+
+    outcome = service.uninstall()
+    print("\n".join(outcome.lines))
+    return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog import paths
+from watchdog.timeutil import parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,6 +81,17 @@ class BillingConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Desktop notifications from the scheduler."""
+
+    backend: str = field(
+        default="auto", metadata={"choices": ("auto", "desktop", "notify-send", "log")}
+    )
+    keep_durations: tuple[str, ...] = ("1h", "4h")
+    long_running_hours: float = _opt(12.0, 0.0, 24.0 * 365)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The on-instance agent: what counts as activity, and how it publishes."""
 
@@ -106,6 +118,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     spot: SpotConfig = field(default_factory=SpotConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     source: str = field(default="", compare=False)
 
@@ -237,6 +250,9 @@ def _convert(
     if hint is str:
         if not isinstance(value, str):
             raise loc.error(path, f"expected a string, got {_show(value)}")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise loc.error(path, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, list):
@@ -276,6 +292,12 @@ def _check_relations(section: Any, path: tuple[str, ...], loc: _Locator) -> None
             f"the warning lead time ({section.warn_minutes}) exceeds idle.minutes "
             f"({section.minutes})",
         )
+    if isinstance(section, NotifyConfig):
+        for text in section.keep_durations:
+            try:
+                parse_duration(text)
+            except ValueError as exc:
+                raise loc.error((*path, "keep_durations"), str(exc)) from exc
     if isinstance(section, BillingConfig):
         for key in section.prices:
             if not _INSTANCE_TYPE.match(key):

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS actions (
     at TEXT NOT NULL, region TEXT NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL, dry_run INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS actions_target ON actions (target, kind, at);
+CREATE TABLE IF NOT EXISTS notifications (
+    key TEXT PRIMARY KEY, at TEXT NOT NULL, title TEXT NOT NULL);
 """
 
 
@@ -211,6 +213,15 @@ class Store:
             (kind, int(dry_run)),
         )
         return {target: _parse(at) for target, at in rows}
+
+    def told(self) -> set[str]:
+        """Keys of every notification already given (so each event is told once)."""
+        return {key for (key,) in self._db.execute("SELECT key FROM notifications")}
+
+    def mark_told(self, key: str, at: datetime, title: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?)", (key, _t(at), title)
+        )
 
     def actions(self, target: str | None = None) -> list[tuple[datetime, str, str, bool, str]]:
         """(at, target, kind, ok, detail), oldest first."""
