@@ -4,7 +4,7 @@ Linux: the systemd user unit (``Type=notify``; notifications reach the
 desktop through the session bus the user manager exports, no ``DISPLAY``
 needed). macOS: a launchd agent in ``~/Library/LaunchAgents``. Both point at
 the command that is running now, so a pipx or venv install starts itself.
-The unit and plist ship inside the package (``watchdog/units/``).
+The unit and plist ship inside the package (``watchdog/deploy/``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def command() -> str:
 
 
 def unit_text(executable: str) -> str:
-    template = resources.files("watchdog").joinpath("units").joinpath(UNIT).read_text("utf-8")
+    template = resources.files("watchdog").joinpath("deploy").joinpath(UNIT).read_text("utf-8")
     lines = [
         f"ExecStart={executable} run" if line.startswith("ExecStart=") else line
         for line in template.splitlines()
@@ -54,7 +54,9 @@ def unit_text(executable: str) -> str:
 
 
 def plist_bytes(executable: str, log_file: Path) -> bytes:
-    template = resources.files("watchdog").joinpath("units").joinpath(f"{LABEL}.plist").read_bytes()
+    template = (
+        resources.files("watchdog").joinpath("deploy").joinpath(f"{LABEL}.plist").read_bytes()
+    )
     data = plistlib.loads(template)
     data["ProgramArguments"] = [executable, "run"]
     data["StandardOutPath"] = data["StandardErrorPath"] = str(log_file)
