@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("path", type=Path)
     check.set_defaults(func=cmd_config_check)
+    from watchdog.launch_cli import add_commands
+
+    add_commands(sub, common)
     return parser
 
 
