@@ -175,5 +175,6 @@ def test_demo_shows_the_whole_loop(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "WARN   us-east-1" in out and "STOP   us-east-1" in out
     assert "CANCEL us-west-2" in out
+    assert "notification: forgotten-notebook" in out and "[Keep 1h]  [Keep 4h]  [Stop now]" in out
     assert "[FAILED]" not in out
     assert os.environ["AWS_ENDPOINT_URL"] == endpoint_before  # the demo restored the env

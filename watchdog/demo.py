@@ -95,7 +95,7 @@ def main(
     import boto3
 
     from watchdog.aws.ec2 import Boto3Ec2
-    from watchdog.scheduler import run_pass
+    from watchdog.scheduler import run_pass, tell
     from watchdog.store import Store
 
     log.configure(level=logging.CRITICAL)
@@ -132,6 +132,12 @@ def main(
                 )
             if not report.done:
                 print("  nothing to do")
+            for message in tell(report, store, cfg):  # what the desktop would show
+                buttons = "  ".join(f"[{b.label}]" for b in message.buttons)
+                print(
+                    f"  notification: {message.title}\n    {message.body}"
+                    + (f"\n    {buttons}" if buttons else "")
+                )
             print()
             print(_indent(status.table(status.rows(report.planned, now, cfg), now)))
             print()
