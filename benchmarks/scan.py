@@ -32,7 +32,7 @@ from watchdog import log
 from watchdog.aws.ec2 import Boto3Ec2, scan_regions
 from watchdog.aws.fake import moto_server
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED, Instance, RegionScan
+from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED, Instance, RegionScan, SpotRequest
 from watchdog.scheduler import run_pass
 from watchdog.store import Store
 
@@ -72,6 +72,10 @@ class Replay:
 
     def describe(self, region: str, instance_id: str) -> Instance | None:
         return next((i for i in self.scans[region].instances if i.id == instance_id), None)
+
+    def spot_request(self, region: str, instance_id: str) -> SpotRequest | None:
+        requests = self.scans[region].spot_requests
+        return next((r for r in requests if r.instance_id == instance_id), None)
 
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None:
         raise AssertionError("dry run")

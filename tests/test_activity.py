@@ -144,3 +144,15 @@ def test_every_trace_stops_after_the_work_and_within_one_sample_of_the_ideal(
     result = score(trace, stop)
     assert not result.false_stop, f"stopped at {stop}s during work"
     assert result.waste_seconds <= trace.sample_seconds, result
+
+
+def test_a_gpu_whose_utilisation_cannot_be_read_is_unknown() -> None:
+    """MIG slices and old boards report [N/A]: unknown, never idle."""
+    report = one(Sample(AT, gpus=(Gpu(0, None, 4312.0, 1, (77,)),)))
+    assert report.state == "unknown" and report.unknown == ("gpu",)
+
+
+def test_a_transfer_through_a_daemon_is_still_work() -> None:
+    """A docker pull: dockerd is busy and the docker client too quiet to be listed."""
+    sample = Sample(AT, processes=(Process("dockerd", "root", 40.0),), net=Rates(100e6, 1e5))
+    assert one(sample).reasons == ("net",)

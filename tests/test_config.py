@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from watchdog import config
-from watchdog.config import DEFAULT, ENV_VAR, Config, ConfigError, load
+from watchdog.config import DEFAULT, ENV_VAR, Config, ConfigError, load, parse
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
@@ -284,3 +284,9 @@ def test_example_documents_every_key() -> None:
             f"{section.name}.{f.name}" for f in dataclasses.fields(cls) if f.name not in table
         ]
     assert missing == []
+
+
+@pytest.mark.parametrize("value", ['"127.0.0.1"', '"[::1]"', '"localhost:99999"', '":80"'])
+def test_http_listen_must_be_host_and_port(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"agent\.http_listen: expected \"host:port\""):
+        parse(f"[agent]\nhttp_listen = {value}\n")

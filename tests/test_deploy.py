@@ -491,6 +491,7 @@ def test_instance_policy_grants_exactly_what_the_agent_calls() -> None:
     assert granted == {
         "ec2:DescribeInstances",
         "ec2:DescribeTags",
+        "ec2:DescribeSpotInstanceRequests",
         "ec2:CreateTags",
         "ec2:DeleteTags",
         "ec2:StopInstances",

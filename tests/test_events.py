@@ -111,3 +111,16 @@ def test_a_backstop_stop_made_while_away_is_told_once() -> None:
     assert messages([planned(gone, Action.NONE, "stopped")], [], NOW, CFG, {msg.key}) == []
     ours = inst(state="stopped", tags={TAG_STOPPED: "2026-11-23T03:00:00Z by idle-watchdog: x"})
     assert messages([planned(ours, Action.NONE, "stopped")], [], NOW, CFG) == []
+
+
+def test_stop_now_hibernates_where_the_auto_stop_would() -> None:
+    item = planned(
+        inst(),
+        Action.WARN,
+        "idle for 20m",
+        idle_since=NOW - timedelta(minutes=20),
+        stop_at=NOW + timedelta(minutes=10),
+        hibernate=True,
+    )
+    (msg,) = messages([item], [("i-0abc", "warn", True, "")], NOW, CFG)
+    assert msg.extra == {"hibernate": "1"}

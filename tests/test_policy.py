@@ -578,3 +578,20 @@ def test_orphan_only_noticed_when_cancelling_is_off() -> None:
     assert decide_request(request, later, off, noticed_at=IDLE + M).action is NONE
     # a notice about an earlier time it was open does not cover this one
     assert decide_request(request, IDLE + M, off, noticed_at=IDLE - M).action is NOTICE
+
+
+def test_a_heartbeat_from_the_future_is_a_notice_never_a_stop() -> None:
+    ahead = IDLE + 180 * M
+    tags = {TAG_HEARTBEAT: beat(ahead, False, IDLE)}
+    decision = decide_instance(inst(tags), IDLE + 60 * M, CFG)
+    assert decision.action is NOTICE and "in the future" in decision.reason
+
+
+def test_the_stop_waits_for_a_heartbeat_newer_than_the_warning() -> None:
+    """A write that failed after work resumed must not let a stale idle report stop it."""
+    warned = IDLE + 20 * M
+    stale = {TAG_HEARTBEAT: beat(warned - M, False, IDLE)}
+    waiting = decide_instance(inst(stale), warned + 10 * M, CFG, warned_at=warned)
+    assert waiting.action is NONE and "newer than the warning" in waiting.reason
+    fresh = {TAG_HEARTBEAT: beat(warned + M, False, IDLE)}
+    assert decide_instance(inst(fresh), warned + 10 * M, CFG, warned_at=warned).action is STOP

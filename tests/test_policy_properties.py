@@ -20,6 +20,7 @@ from watchdog.fleet import (
     SpotRequest,
 )
 from watchdog.policy import (
+    CLOCK_SKEW,
     MAX_TAG_MINUTES,
     OWNER_TAGS,
     Action,
@@ -200,6 +201,8 @@ def _reasons_not_to_stop(
     else:
         if beat.sampled_at < started:
             reasons.append("heartbeat before the last start")
+        if beat.sampled_at > now + CLOCK_SKEW:
+            reasons.append("heartbeat from the future")
         if now - beat.sampled_at > timedelta(minutes=cfg.scheduler.agent_silent_minutes):
             reasons.append("agent silent")
         if beat.active is not False:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from tests.helpers import (
     tag,
     tags_of,
 )
-from watchdog.aws.ec2 import Boto3Ec2
+from watchdog.aws.ec2 import AwsError, Boto3Ec2
 from watchdog.aws.fake import set_spot_request_state
-from watchdog.fleet import TAG_EXEMPT, TAG_IDLE_MINUTES, TAG_KEEP_UNTIL, TAG_STOPPED
+from watchdog.fleet import TAG_EXEMPT, TAG_IDLE_MINUTES, TAG_KEEP_UNTIL, TAG_STOPPED, RegionScan
 from watchdog.scheduler import run_pass
 from watchdog.store import Store
 from watchdog.timeutil import iso
@@ -286,3 +287,42 @@ class _Raw:
 
     def stream(self, *_: object, **__: object):  # type: ignore[no-untyped-def]
         yield self._body
+
+
+def test_a_keep_pressed_after_the_scan_calls_off_the_stop(store: Store) -> None:
+    """The stop is decided again on a fresh read of the instance just before it is made."""
+    fleet = Fleet()
+    fleet.agents_at(25)
+    run_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=25))  # the warning
+
+    class KeptMeanwhile(Boto3Ec2):
+        def scan(self, region: str) -> RegionScan:
+            found = super().scan(region)  # the pass's view, then the person presses Keep
+            if region == REGIONS[0]:
+                tag(
+                    region, fleet.idle_east, {TAG_KEEP_UNTIL: iso(fleet.start + timedelta(hours=9))}
+                )
+            return found
+
+    fleet.agents_at(35)
+    report = run_pass(KeptMeanwhile(), store, CFG, fleet.start + timedelta(minutes=35))
+    assert fleet.idle_east not in {d.target for d in report.done if d.kind == "stop"}
+    assert state(REGIONS[0], fleet.idle_east) == "running"
+    assert state(REGIONS[1], fleet.idle_west) in ("stopping", "stopped")
+
+
+def test_a_stop_that_worked_is_not_reported_failed_when_its_tag_write_fails(
+    store: Store,
+) -> None:
+    fleet = Fleet()
+
+    class NoTags(Boto3Ec2):
+        def tag(self, region: str, resource_id: str, tags: Mapping[str, str]) -> None:
+            raise AwsError("RequestLimitExceeded", "slow down")
+
+    for minutes in (25, 35):
+        fleet.agents_at(minutes)
+        report = run_pass(NoTags(), store, CFG, fleet.start + timedelta(minutes=minutes))
+    stops = {d.target: d.ok for d in report.done if d.kind == "stop"}
+    assert stops[fleet.idle_east] is True
+    assert state(REGIONS[0], fleet.idle_east) in ("stopping", "stopped")

@@ -73,3 +73,24 @@ def test_prune_drops_old_routine_decisions_only(tmp_path: Path) -> None:
     store.prune(T0)
     rows = store._db.execute("SELECT action, at FROM decisions ORDER BY rowid").fetchall()
     assert [r[0] for r in rows] == ["stop", "none"]
+
+
+def test_a_busy_database_is_waited_for_never_moved_aside(tmp_path: Path) -> None:
+    """``status`` opening the history while the daemon writes must not lose it."""
+    import sqlite3
+
+    path = tmp_path / "h.sqlite3"
+    daemon = Store(path)
+    daemon.record_action(T0, "us-east-1", "i-1", "warn", ok=True, detail="", dry_run=False)
+    writer = sqlite3.connect(path)
+    writer.execute("BEGIN EXCLUSIVE")  # a long write in progress elsewhere
+    try:
+        reader = Store(path)
+        assert reader.last_told("warn", dry_run=False) == {"i-1": T0}
+    except sqlite3.OperationalError:
+        pass  # waited its busy_timeout and said so: acceptable, nothing moved
+    finally:
+        writer.rollback()
+        writer.close()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert Store(path).last_told("warn", dry_run=False) == {"i-1": T0}

@@ -19,8 +19,8 @@ gives *evidence*: a reason and the moment it last showed activity.
   session without a terminal (a port forward) is not evidence by itself;
 - non-system processes whose CPU adds up to ``process_cpu_percent`` of a
   core: now;
-- network or disk transfer above their thresholds: now, unless only system
-  processes are busy (package updates downloading are nobody's work).
+- network or disk transfer above their thresholds: now, unless the only busy
+  processes are package updates or first-boot set-up (nobody waits for those).
 
 ``last_active_at`` is the latest evidence ever seen (never later than the
 sample); the sample is *active* when some evidence falls within its interval.
@@ -30,6 +30,7 @@ report says ``state: unknown``, which never counts as idle.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +46,24 @@ REPORT_VERSION = 1
 ACTIVE_KERNEL_STATES = frozenset({"busy", "starting"})
 #: CPU (% of a core) at which a system process is visibly doing something.
 SYSTEM_BUSY_PERCENT = 5.0
+#: System processes whose own transfers are upkeep (not sshd, dockerd or a Jupyter
+#: server: those carry a person's downloads and uploads).
+UPKEEP_PROCESSES = (
+    "apt",
+    "apt-get",
+    "apt-check",
+    "aptd",
+    "dpkg",
+    "dpkg-*",
+    "unattended-upgr*",
+    "packagekitd",
+    "snapd",
+    "yum",
+    "dnf",
+    "dnf-automatic",
+    "cloud-init",
+    "fwupd",
+)
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,9 @@ def evidence(sample: Sample, th: Thresholds) -> list[Evidence]:
         found.append(Evidence(f"proc:{top.name}", now))
     # Transfers count unless the machine itself is visibly their cause: system
     # processes busy and no one else's (package updates fetching and unpacking).
-    upkeep = not busy and any(p.cpu_percent >= SYSTEM_BUSY_PERCENT for p in system)
+    upkeep = not busy and any(
+        p.cpu_percent >= SYSTEM_BUSY_PERCENT and _updating(p.name) for p in system
+    )
     if sample.net is not None and sample.net.total > th.net_bytes_per_s and not upkeep:
         found.append(Evidence("net", now))
     if sample.disk is not None and sample.disk.total > th.disk_bytes_per_s and not upkeep:
@@ -158,9 +179,17 @@ def evidence(sample: Sample, th: Thresholds) -> list[Evidence]:
     return found
 
 
+def _updating(name: str) -> bool:
+    """Package updates and first-boot set-up: the transfers nobody waits for."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in UPKEEP_PROCESSES)
+
+
 def unknown_signals(sample: Sample) -> tuple[str, ...]:
+    gpus = sample.gpus
+    if gpus is not None and any(g.util is None for g in gpus):
+        gpus = None  # a GPU whose utilisation cannot be read (MIG, old boards): unknown
     parts = {
-        "gpu": sample.gpus,
+        "gpu": gpus,
         "jupyter": sample.kernels,
         "terminals": sample.terminals,
         "tty": sample.ssh,

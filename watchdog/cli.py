@@ -224,7 +224,11 @@ def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        found = api.describe(identity.region, identity.instance_id)
+        try:
+            found = api.describe(identity.region, identity.instance_id)
+        except AwsError as exc:
+            print(f"idle-watchdog: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         args.instance_id = identity.instance_id
     else:
         for scan in scan_regions(api, cfg.aws.regions, cfg.aws.max_workers):
@@ -242,7 +246,7 @@ def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
             return EXIT_OK
         try:
             until = utcnow() + parse_duration(args.duration)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             print(f"idle-watchdog: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if until - utcnow() > timedelta(days=365):
@@ -295,6 +299,9 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
         start = utcnow() - timedelta(seconds=trace.duration)
         th = Thresholds.from_config(replace(cfg.agent, sample_seconds=trace.sample_seconds))
         who = identity.instance_id if identity else "local"
+        if not trace.times:
+            print(f"idle-watchdog: {args.replay}: the trace has no samples", file=sys.stderr)
+            return EXIT_USAGE
         report = reduce_all(trace.samples(start), th, instance_id=who, started_at=start)[-1]
         agent = run.Agent(
             cfg,
@@ -320,7 +327,15 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
         agent.publish(report, force=True)
     else:
         token = read_token(cfg.agent.token_file) if cfg.agent.http_listen else None
-        server = ReportServer(cfg.agent.http_listen, token) if token else None
+        server = None
+        if token:
+            try:
+                server = ReportServer(cfg.agent.http_listen, token)
+            except (OSError, ValueError) as exc:  # the heartbeat and backstop matter more
+                print(
+                    f"idle-watchdog: HTTP endpoint off: {cfg.agent.http_listen}: {exc}",
+                    file=sys.stderr,
+                )
         agent = run.Agent(
             cfg,
             run.Sampler(cfg),

@@ -298,6 +298,10 @@ def _check_relations(section: Any, path: tuple[str, ...], loc: _Locator) -> None
                 parse_duration(text)
             except ValueError as exc:
                 raise loc.error((*path, "keep_durations"), str(exc)) from exc
+    if isinstance(section, AgentConfig) and section.http_listen:
+        host, sep, port = section.http_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise loc.error((*path, "http_listen"), 'expected "host:port" or "" (off)')
     if isinstance(section, BillingConfig):
         for key in section.prices:
             if not _INSTANCE_TYPE.match(key):

@@ -100,6 +100,7 @@ def _warning(item: Planned, now: datetime, cfg: Config) -> Message:
         urgent=True,
         target=inst.id,
         region=inst.region,
+        extra={"hibernate": "1" if d.hibernate else "0"},  # what "Stop now" should do
     )
 
 

@@ -35,6 +35,8 @@ from watchdog.timeutil import human, iso, parse_iso
 
 #: Tags that mark a spot request as owned by a fleet or an Auto Scaling group: not ours to cancel.
 OWNER_TAGS = ("aws:ec2spot:fleet-request-id", "aws:autoscaling:groupName", "aws:ec2:fleet-id")
+#: How far in the future a heartbeat may be dated before a clock is presumed wrong.
+CLOCK_SKEW = timedelta(minutes=2)
 #: The longest per-instance threshold the idle-minutes tag may ask for (a year).
 MAX_TAG_MINUTES = 366 * 24 * 60
 _MINUTES = re.compile(r"[0-9]{1,7}")
@@ -132,6 +134,12 @@ def decide_instance(
         return notice_once(
             f"no agent heartbeat in {human(now - started)} since start; not stopping", started
         )
+    if beat.sampled_at > now + CLOCK_SKEW:
+        return notice_once(
+            f"heartbeat dated {human(beat.sampled_at - now)} in the future (a clock is wrong); "
+            "not stopping",
+            started,
+        )
     if now - beat.sampled_at > silent_after:
         return notice_once(
             f"agent silent for {human(now - beat.sampled_at)}; not stopping", beat.sampled_at
@@ -168,9 +176,22 @@ def decide_instance(
         stop_at = max(due, now + lead)
     else:
         stop_at = due
-    common = {"idle_since": idle_since, "stop_at": stop_at, "episode": episode}
+    common = {
+        "idle_since": idle_since,
+        "stop_at": stop_at,
+        "episode": episode,
+        "hibernate": hibernate,  # how it will stop, for the warning's "Stop now" too
+    }
     if now >= stop_at:
-        return make(Action.STOP, idle, hibernate=hibernate, **common)
+        if warned and warned_at is not None and beat.sampled_at < warned_at:
+            # Idleness must be confirmed after the warning: a heartbeat from before
+            # it may predate work that resumed (a write that failed or is throttled).
+            return make(
+                Action.NONE,
+                f"{idle}; waiting for a heartbeat newer than the warning before stopping",
+                **common,
+            )
+        return make(Action.STOP, idle, **common)
     if now >= due - lead and not warned:
         return make(Action.WARN, f"{idle}; stopping at {iso(stop_at)}", **common)
     return make(Action.NONE, f"{idle}; stopping at {iso(stop_at)}", **common)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import structlog
@@ -22,9 +24,9 @@ import structlog
 from watchdog import events, notify, sdnotify
 from watchdog.aws.ec2 import AwsError, Ec2Api, scan_regions
 from watchdog.config import Config
-from watchdog.fleet import TAG_KEEP_UNTIL, TAG_STOPPED, Instance, RegionScan
+from watchdog.fleet import TAG_KEEP_UNTIL, TAG_STOPPED, Instance, RegionScan, SpotRequest
 from watchdog.notify import Message, Notifier
-from watchdog.policy import Action, Planned, plan
+from watchdog.policy import Action, Planned, decide_instance, plan
 from watchdog.store import Store
 from watchdog.timeutil import iso, parse_duration, utcnow
 
@@ -58,7 +60,12 @@ class PassReport:
 def run_pass(
     api: Ec2Api, store: Store, cfg: Config, now: datetime, *, dry_run: bool | None = None
 ) -> PassReport:
-    """One full pass over every configured region. Never raises for one bad target."""
+    """One full pass over every configured region. Never raises for one bad target.
+
+    No SQLite transaction is held across an AWS call: the history is written
+    in short transactions before and after, so ``status`` or a second
+    process never waits on EC2's retries.
+    """
     dry = cfg.scheduler.dry_run if dry_run is None else dry_run
     report = PassReport(now=now, dry_run=dry)
     report.scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
@@ -68,21 +75,38 @@ def run_pass(
         if scan.error:
             log.error("region skipped", region=scan.region, error=scan.error)
             continue
-        with store.transaction():  # one commit per region, not one per row
-            store.observe(now, scan.instances)
-            for planned in plan(
+        try:
+            with store.transaction():
+                store.observe(now, scan.instances)
+            planned = plan(
                 scan.instances, scan.spot_requests, now, cfg, warned=warned, noticed=noticed
-            ):
-                report.planned.append(planned)
-                try:
-                    done = _carry_out(api, store, planned, now, dry)
-                except Exception:  # one bad target never blocks the others
-                    log.exception(
-                        "target skipped", region=scan.region, target=planned.decision.target
+            )
+        except Exception:  # one region's bad data or a busy database never blocks the next
+            log.exception("region not decided", region=scan.region)
+            continue
+        requests = {r.id: r for r in scan.spot_requests}
+        decided: list[Planned] = []
+        for first in planned:
+            try:
+                item = first
+                if not dry and first.decision.action is Action.STOP:
+                    item = _confirm_stop(
+                        api, first, now, cfg, requests=requests, warned=warned, noticed=noticed
                     )
-                    continue
-                if done:
-                    report.done.append(done)
+                decided.append(item)
+                done = _carry_out(api, store, item, now, dry)
+            except Exception:  # one bad target never blocks the others
+                log.exception("target skipped", region=scan.region, target=first.decision.target)
+                continue
+            if done:
+                report.done.append(done)
+        report.planned.extend(decided)
+        try:
+            with store.transaction():  # the routine rows: one commit per region
+                for item in decided:
+                    store.record_decision(now, item.decision, dry_run=dry)
+        except sqlite3.Error:
+            log.exception("decisions not recorded", region=scan.region)
     store.record_pass(
         now,
         utcnow(),
@@ -91,6 +115,39 @@ def run_pass(
         dry_run=dry,
     )
     return report
+
+
+def _confirm_stop(
+    api: Ec2Api,
+    item: Planned,
+    now: datetime,
+    cfg: Config,
+    *,
+    requests: Mapping[str, SpotRequest],
+    warned: Mapping[str, datetime],
+    noticed: Mapping[str, datetime],
+) -> Planned:
+    """Decide again on a fresh read of the one instance, just before stopping it.
+
+    The scan may be seconds old: a "Keep" pressed, a tag set or a heartbeat
+    written since then wins over the stale decision.
+    """
+    fresh = api.describe(item.decision.region, item.decision.target)
+    if fresh is None:
+        return Planned(
+            item.subject, replace(item.decision, action=Action.NONE, reason="gone since the scan")
+        )
+    again = decide_instance(
+        fresh,
+        now,
+        cfg,
+        request=requests.get(fresh.spot_request_id),
+        warned_at=warned.get(fresh.id),
+        noticed_at=noticed.get(fresh.id),
+    )
+    if again.action is not Action.STOP:
+        log.info("stop called off", target=fresh.id, reason=again.reason)
+    return Planned(fresh, again)
 
 
 def _carry_out(
@@ -106,7 +163,6 @@ def _carry_out(
         stop_at=iso(d.stop_at) if d.stop_at else None,
         dry_run=dry or None,
     )
-    store.record_decision(now, d, dry_run=dry)
     if d.action is Action.NONE:
         return None
     ok, detail = True, d.reason
@@ -114,7 +170,6 @@ def _carry_out(
         try:
             if d.action is Action.STOP:
                 api.stop(d.region, d.target, hibernate=d.hibernate)
-                api.tag(d.region, d.target, {TAG_STOPPED: _stopped_tag(now, d.reason)})
             elif d.action is Action.CANCEL:
                 api.cancel_spot_requests(d.region, [d.target])
         except AwsError as exc:
@@ -126,6 +181,8 @@ def _carry_out(
                 action=d.action.value,
                 error=str(exc),
             )
+        if ok and d.action is Action.STOP:
+            _mark_stopped(api, d.region, d.target, now, d.reason)
     if d.action is Action.STOP and d.hibernate:
         detail = "hibernate: " + detail
     done = Done(d.region, d.target, d.action.value, ok, detail)
@@ -139,6 +196,15 @@ def _carry_out(
             reason=d.reason,
         )
     return done
+
+
+def _mark_stopped(api: Ec2Api, region: str, target: str, now: datetime, why: str) -> None:
+    """The ``stopped`` tag says when and why; a failure to write it is only logged
+    (the stop itself worked)."""
+    try:
+        api.tag(region, target, {TAG_STOPPED: _stopped_tag(now, why)})
+    except AwsError as exc:
+        log.warning("stopped, but the stopped tag was not written", target=target, error=str(exc))
 
 
 _PAST = {
@@ -237,14 +303,14 @@ class Daemon:
                 self.api.tag(region, target, {TAG_KEEP_UNTIL: iso(until)})
                 kind, detail = "keep", f"kept until {iso(until)} from a notification"
             elif action == "stop":
-                self.api.stop(region, target)
-                self.api.tag(region, target, {TAG_STOPPED: _stopped_tag(now, "stop pressed")})
+                self.api.stop(region, target, hibernate=message.extra.get("hibernate") == "1")
+                _mark_stopped(self.api, region, target, now, "stop pressed")
                 kind, detail = "stop", "stopped from a notification"
             else:
                 log.warning("unknown notification action", action=action, target=target)
                 return
             ok = True
-        except (AwsError, ValueError) as exc:
+        except (AwsError, ValueError, OverflowError) as exc:
             kind = "keep" if action.startswith("keep:") else "stop"
             ok, detail = False, f"{action} from a notification failed: {exc}"
         with self._lock:

@@ -65,8 +65,8 @@ class Store:
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
-            if self.path == ":memory:":
-                raise
+            if self.path == ":memory:" or not _corrupt(exc):
+                raise  # locked or busy is not corrupt: never move a live history aside
             aside = f"{self.path}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
             log.warning(
                 "history database unreadable; moved aside and recreated",
@@ -86,12 +86,13 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
             db.execute("PRAGMA busy_timeout=5000")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
+                raise _Corrupt("quick_check failed")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
-                raise sqlite3.DatabaseError(f"unknown schema version {version}")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                raise _Corrupt(f"unknown schema version {version}")
+            if version == 0:  # a new file; an existing one is not written on open
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -235,6 +236,19 @@ class Store:
     def prune(self, now: datetime, keep: timedelta = timedelta(days=14)) -> None:
         """Routine "nothing to do" decisions age out; actions and changes are kept."""
         self._db.execute("DELETE FROM decisions WHERE action='none' AND at < ?", (_t(now - keep),))
+
+
+class _Corrupt(sqlite3.DatabaseError):
+    """The file is not a history this version can read."""
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return (
+        isinstance(exc, _Corrupt)
+        or name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or ("not a database" in str(exc))
+    )
 
 
 def _t(moment: datetime) -> str:

@@ -7,17 +7,22 @@ from datetime import datetime, timedelta, timezone
 
 _PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+#: Nothing here needs more than ten years; far more would overflow datetimes.
+MAX_DURATION_SECONDS = 3650 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
     """``"2h"``, ``"90m"``, ``"1h30m"``, ``"1d"``; a bare number means minutes."""
     cleaned = text.strip().lower().replace(" ", "")
-    if cleaned.isdigit():
-        return timedelta(minutes=int(cleaned))
+    if cleaned.isascii() and cleaned.isdigit():
+        cleaned += "m"
     parts = _PART.findall(cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise ValueError(f"not a duration: {text!r} (try 30m, 2h, 1h30m, 1d)")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"too long: {text!r} (at most {MAX_DURATION_SECONDS // 86400} days)")
+    return timedelta(seconds=seconds)
 
 
 def human(delta: timedelta) -> str:

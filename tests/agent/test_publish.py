@@ -104,3 +104,11 @@ def test_no_token_file_means_no_endpoint(tmp_path: Path) -> None:
     assert read_token(tmp_path / "empty") is None
     (tmp_path / "token").write_text("abc\n")
     assert read_token(tmp_path / "token") == "abc"
+
+
+def test_leaving_idle_is_written_at_once() -> None:
+    """Work resumed seconds after an idle write: the scheduler must hear it now."""
+    last = Written(T0, "idle")
+    assert due(
+        last, report(T0 + timedelta(seconds=5), "active"), active_every=MIN, idle_every=REFRESH
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MANAGED, config, launch, state, tags_of
+from tests.helpers import MANAGED, config, ec2, launch, state, tag, tags_of
 from watchdog import heartbeat as hb
 from watchdog.agent.imds import Identity
 from watchdog.agent.run import Agent, AgentState
@@ -155,3 +155,37 @@ def test_a_spot_interruption_notice_is_told_once(tmp_path: Path) -> None:
     finally:
         fake.server.shutdown()
         fake.server.server_close()
+
+
+def test_a_garbled_idle_minutes_tag_keeps_the_backstop_out(tmp_path: Path) -> None:
+    """The scheduler says "not stopping until it is fixed": so does the backstop."""
+    world = World(tmp_path, tags={**MANAGED, "idle-watchdog:idle-minutes": "3h"})
+    world.run(world.agent(), [1, 125, 140, 300])
+    assert state("us-east-1", world.iid) == "running"
+    assert world.told == []
+
+
+def test_the_backstop_waits_twice_the_scheduler_s_threshold(tmp_path: Path) -> None:
+    world = World(tmp_path, tags={**MANAGED, "idle-watchdog:idle-minutes": "90"})
+    agent = world.agent()
+    assert agent.backstop_minutes(agent.ec2.describe("us-east-1", world.iid)) == 180  # type: ignore[union-attr,arg-type]
+    world.run(agent, [1, 125, 140])
+    assert state("us-east-1", world.iid) == "running"
+
+
+def test_a_persistent_spot_instance_is_warned_and_backstopped(tmp_path: Path) -> None:
+    """The agent reads its own spot request: persistent ones can be stopped."""
+    answer = ec2("us-east-1").request_spot_instances(
+        SpotPrice="0.5",
+        Type="persistent",
+        LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+    )["SpotInstanceRequests"][0]
+    world = World(tmp_path)
+    world.iid = answer["InstanceId"]
+    tag("us-east-1", world.iid, MANAGED)
+    set_launch_time("us-east-1", world.iid, world.start)
+    agent = world.agent()
+    world.run(agent, [1, 5, 25])
+    assert len(world.told) == 1  # the scheduler's warning, on the terminals
+    world.run(agent, [115, 125])
+    assert state("us-east-1", world.iid) in ("stopping", "stopped")

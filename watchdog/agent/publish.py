@@ -4,7 +4,8 @@ The tag is written through the instance role at most once per
 ``heartbeat_active_seconds`` and refreshed every ``heartbeat_idle_seconds``
 while nothing changes, so the scheduler can tell a silent agent (an old
 heartbeat) from an idle machine (a fresh one saying idle). A change of state
-is written as soon as the minimum interval allows.
+is written as soon as the minimum interval allows; leaving ``idle`` is
+written at once, so the scheduler never stops on a stale idle report.
 
 The endpoint answers ``GET /v1/report`` with the latest report as JSON, to a
 caller that presents the token from a root-only file (``Authorization:
@@ -45,6 +46,8 @@ def due(
     """Whether the heartbeat tag should be written for ``report`` now (pure)."""
     if last is None:
         return True
+    if last.state == "idle" and report.state != "idle":
+        return True  # work resumed (or can't be told): say so at once, never throttled
     since = report.sampled_at - last.at
     if since < active_every:
         return False

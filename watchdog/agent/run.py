@@ -36,7 +36,7 @@ from watchdog.agent.publish import HeartbeatTag, ReportServer
 from watchdog.agent.sample import ProbeError, Sample
 from watchdog.aws.ec2 import AwsError, Ec2Api
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_IDLE_MINUTES, TAG_STOPPED, Instance
+from watchdog.fleet import TAG_HEARTBEAT, TAG_IDLE_MINUTES, TAG_STOPPED, Instance, SpotRequest
 from watchdog.policy import Action, Decision, decide_instance
 from watchdog.timeutil import human, iso, parse_iso, utcnow
 
@@ -116,7 +116,7 @@ class AgentState:
             )
         except FileNotFoundError:
             return cls()
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("agent state unreadable; starting fresh", path=str(path), error=str(exc))
             return cls()
 
@@ -237,36 +237,47 @@ class Agent:
             return
         try:
             me = self.ec2.describe(self.identity.region, self.identity.instance_id)
+            request = (
+                self.ec2.spot_request(me.region, me.id)
+                if me is not None and me.lifecycle == "spot"
+                else None
+            )
         except AwsError as exc:
             log.warning("cannot read own instance; backstop skipped", error=str(exc))
             return
         if me is None:
             return
         me = replace(me, tags={**me.tags, TAG_HEARTBEAT: hb.encode(report.heartbeat())})
-        scheduler = decide_instance(me, now, self.cfg, warned_at=self.state.told_at)
+        scheduler = decide_instance(
+            me, now, self.cfg, request=request, warned_at=self.state.told_at
+        )
         if scheduler.action is Action.WARN and scheduler.stop_at:
             self._tell(scheduler, now, "the idle-watchdog scheduler will stop it")
             self.state.told_at = now
-        self._backstop(me, now)
+        if scheduler.action is Action.NOTICE or self.cfg.agent.backstop_minutes <= 0:
+            return  # a bad tag or an unknown signal: the backstop stays out of it too
+        self._backstop(me, request, now)
 
-    def _backstop(self, me: Instance, now: datetime) -> None:
-        minutes, ec2 = self.cfg.agent.backstop_minutes, self.ec2
-        if minutes <= 0 or ec2 is None:
-            return
+    def backstop_minutes(self, me: Instance) -> int:
+        """Well after the scheduler would have stopped it: twice its threshold at least."""
         tagged = me.tags.get(TAG_IDLE_MINUTES, "").strip()
-        if tagged.isascii() and tagged.isdigit():
-            minutes = max(minutes, int(tagged))  # never before the scheduler would
+        threshold = int(tagged) if tagged else self.cfg.idle.minutes  # valid: policy checked
+        return max(self.cfg.agent.backstop_minutes, 2 * threshold)
+
+    def _backstop(self, me: Instance, request: SpotRequest | None, now: datetime) -> None:
+        ec2 = self.ec2
+        if ec2 is None:
+            return
+        minutes = self.backstop_minutes(me)
         tags = {k: v for k, v in me.tags.items() if k != TAG_IDLE_MINUTES}
-        cfg = replace(
-            self.cfg,
-            idle=replace(
-                self.cfg.idle,
-                minutes=minutes,
-                warn_minutes=min(self.cfg.idle.warn_minutes, minutes),
-            ),
-        )
+        lead = min(self.cfg.idle.warn_minutes, minutes)
+        cfg = replace(self.cfg, idle=replace(self.cfg.idle, minutes=minutes, warn_minutes=lead))
         d = decide_instance(
-            replace(me, tags=tags), now, cfg, warned_at=self.state.backstop_warned_at
+            replace(me, tags=tags),
+            now,
+            cfg,
+            request=request,
+            warned_at=self.state.backstop_warned_at,
         )
         if d.action is Action.WARN and d.stop_at:
             self._tell(d, now, "no scheduler has stopped it, so the agent will stop it")
@@ -275,10 +286,14 @@ class Agent:
             log.warning("backstop: stopping own instance", reason=d.reason)
             try:
                 ec2.stop(me.region, me.id, hibernate=d.hibernate)
+            except AwsError as exc:
+                log.error("backstop stop failed", error=str(exc))
+                return
+            try:
                 stamp = f"{iso(now)} by idle-watchdog agent backstop: {d.reason}"
                 ec2.tag(me.region, me.id, {TAG_STOPPED: stamp[:256]})
             except AwsError as exc:
-                log.error("backstop stop failed", error=str(exc))
+                log.warning("stopped, but the stopped tag was not written", error=str(exc))
 
     def _tell(self, d: Decision, now: datetime, who: str) -> None:
         idle = d.reason.split(";", 1)[0]

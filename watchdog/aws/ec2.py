@@ -50,6 +50,7 @@ class Ec2Api(Protocol):
 
     def scan(self, region: str) -> RegionScan: ...
     def describe(self, region: str, instance_id: str) -> Instance | None: ...
+    def spot_request(self, region: str, instance_id: str) -> SpotRequest | None: ...
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None: ...
     def cancel_spot_requests(self, region: str, request_ids: Sequence[str]) -> None: ...
     def tag(self, region: str, resource_id: str, tags: Mapping[str, str]) -> None: ...
@@ -128,6 +129,16 @@ class Boto3Ec2:
         found = [i for r in answer.get("Reservations", []) for i in r.get("Instances", [])]
         parsed = list(_parse_all(_instance, region, found, {}))  # type: ignore[arg-type]
         return parsed[0] if parsed else None
+
+    def spot_request(self, region: str, instance_id: str) -> SpotRequest | None:
+        """The spot request behind one instance (the agent asks about itself)."""
+        with _translated():
+            answer = self.client(region).describe_spot_instance_requests(
+                Filters=[{"Name": "instance-id", "Values": [instance_id]}]
+            )
+        found = answer.get("SpotInstanceRequests", [])
+        parsed = list(_parse_all(_spot_request, region, found))  # type: ignore[arg-type]
+        return next((r for r in parsed if r.instance_id == instance_id), None)
 
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None:
         with _translated():
