@@ -235,6 +235,26 @@ def decide_request(
     return make(Action.CANCEL, f"orphaned: {orphan}", episode=since)
 
 
+def decide_with_history(
+    inst: Instance,
+    now: datetime,
+    cfg: Config,
+    *,
+    requests: Mapping[str, SpotRequest],
+    warned: Mapping[str, datetime],
+    noticed: Mapping[str, datetime],
+) -> Decision:
+    """``decide_instance`` with its spot request and what the history says was told."""
+    return decide_instance(
+        inst,
+        now,
+        cfg,
+        request=requests.get(inst.spot_request_id),
+        warned_at=warned.get(inst.id),
+        noticed_at=noticed.get(inst.id),
+    )
+
+
 @dataclass(frozen=True)
 class Planned:
     """One target of a pass and what to do with it."""
@@ -257,14 +277,7 @@ def plan(
     out = [
         Planned(
             inst,
-            decide_instance(
-                inst,
-                now,
-                cfg,
-                request=by_id.get(inst.spot_request_id),
-                warned_at=warned.get(inst.id),
-                noticed_at=noticed.get(inst.id),
-            ),
+            decide_with_history(inst, now, cfg, requests=by_id, warned=warned, noticed=noticed),
         )
         for inst in instances
     ]

@@ -26,7 +26,7 @@ from watchdog.aws.ec2 import AwsError, Ec2Api, scan_regions
 from watchdog.config import Config
 from watchdog.fleet import TAG_KEEP_UNTIL, TAG_STOPPED, Instance, RegionScan, SpotRequest
 from watchdog.notify import Message, Notifier
-from watchdog.policy import Action, Planned, decide_instance, plan
+from watchdog.policy import Action, Planned, decide_with_history, plan
 from watchdog.store import Store
 from watchdog.timeutil import iso, parse_duration, utcnow
 
@@ -137,14 +137,7 @@ def _confirm_stop(
         return Planned(
             item.subject, replace(item.decision, action=Action.NONE, reason="gone since the scan")
         )
-    again = decide_instance(
-        fresh,
-        now,
-        cfg,
-        request=requests.get(fresh.spot_request_id),
-        warned_at=warned.get(fresh.id),
-        noticed_at=noticed.get(fresh.id),
-    )
+    again = decide_with_history(fresh, now, cfg, requests=requests, warned=warned, noticed=noticed)
     if again.action is not Action.STOP:
         log.info("stop called off", target=fresh.id, reason=again.reason)
     return Planned(fresh, again)
