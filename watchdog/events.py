@@ -72,8 +72,9 @@ def messages(
     return out
 
 
-def _label(inst: Instance) -> str:
-    return f"{inst.name} ({inst.id})" if inst.name else inst.id
+def _label(subject: Instance | SpotRequest) -> str:
+    name = subject.name if isinstance(subject, Instance) else ""
+    return f"{name} ({subject.id})" if name else subject.id
 
 
 def _price(inst: Instance | SpotRequest, cfg: Config) -> str:
@@ -132,7 +133,7 @@ def _cancelled(item: Planned) -> Message:
 
 def _notice(item: Planned) -> Message:
     subject, d = item.subject, item.decision
-    label = _label(subject) if isinstance(subject, Instance) else subject.id
+    label = _label(subject)
     return Message(
         f"notice:{subject.id}",
         f"{label}: not stopping",
@@ -144,7 +145,7 @@ def _notice(item: Planned) -> Message:
 
 def _failed(item: Planned, kind: str, detail: str) -> Message:
     subject = item.subject
-    label = _label(subject) if isinstance(subject, Instance) else subject.id
+    label = _label(subject)
     return Message(
         f"failed:{kind}:{subject.id}",
         f"Could not {kind} {label}",
