@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from watchdog.simulate import POLICIES, Result, simulate
-from watchdog.trace import Trace, load
+from watchdog.sim.simulate import POLICIES, Result, simulate
+from watchdog.sim.trace import Trace, load
 
 ROOT = Path(__file__).resolve().parent.parent
 

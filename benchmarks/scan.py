@@ -27,14 +27,14 @@ from typing import Any
 import boto3
 import requests
 
-from watchdog import heartbeat as hb
 from watchdog import log
 from watchdog.aws.ec2 import Boto3Ec2, scan_regions
 from watchdog.aws.fake import moto_server
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED, Instance, RegionScan, SpotRequest
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_MANAGED, Instance, RegionScan, SpotRequest
+from watchdog.desktop.store import Store
 from watchdog.scheduler import run_pass
-from watchdog.store import Store
 
 ALL_REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1")
 RESERVATION = 100  # instances per RunInstances call (moto pages by reservation)

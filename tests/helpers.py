@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from watchdog import heartbeat as hb
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_MANAGED
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_MANAGED
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client

@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import MANAGED, beat, launch, launch_time, state, tags_of
 from watchdog.aws.fake import set_launch_time
 from watchdog.cli import main
-from watchdog.fleet import TAG_KEEP_UNTIL
-from watchdog.timeutil import parse_iso
+from watchdog.core.fleet import TAG_KEEP_UNTIL
+from watchdog.core.timeutil import parse_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -87,7 +87,7 @@ def test_full_file(tmp_path: Path) -> None:
         "eu-central-1/g5.xlarge": 1.25,
         "p5.48xlarge": 55.0,
     }
-    assert cfg.database_path == Path("~/watchdog.sqlite3").expanduser()
+    assert config.database_path(cfg) == Path("~/watchdog.sqlite3").expanduser()
 
 
 def test_loaded_config_is_frozen(tmp_path: Path) -> None:

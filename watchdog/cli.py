@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from watchdog import __version__, log
 from watchdog import config as configmod
 from watchdog.config import Config, ConfigError
-from watchdog.fleet import TAG_KEEP_UNTIL, Instance
-from watchdog.timeutil import human, iso, parse_duration, utcnow
+from watchdog.core.fleet import TAG_KEEP_UNTIL, Instance
+from watchdog.core.timeutil import human, iso, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from watchdog.agent.imds import Identity
-    from watchdog.notify import Message
+    from watchdog.scheduler.notifier import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("path", type=Path)
     check.set_defaults(func=cmd_config_check)
-    from watchdog.launch_cli import add_commands
+    from watchdog.launch.commands import add_commands
 
     add_commands(sub, common)
     return parser
@@ -143,10 +143,11 @@ def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.scheduler import Daemon, run_pass, tell
-    from watchdog.store import Store
+    from watchdog.desktop.daemon import Daemon
+    from watchdog.desktop.store import Store
+    from watchdog.scheduler import run_pass, tell
 
-    store = Store(cfg.database_path)
+    store = Store(configmod.database_path(cfg))
     dry = True if args.dry_run else None
     if args.once:
         report = run_pass(_api(cfg), store, cfg, utcnow(), dry_run=dry)
@@ -161,7 +162,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 async def _send_all(messages: Sequence[Message], cfg: Config) -> None:
     """For ``run --once``: show them and go (buttons need the daemon's loop to act)."""
-    from watchdog import notify
+    from watchdog.desktop import notify
 
     notifier = await notify.choose(cfg.notify.backend)
     for message in messages:
@@ -170,7 +171,7 @@ async def _send_all(messages: Sequence[Message], cfg: Config) -> None:
 
 
 def cmd_install_service(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog import service
+    from watchdog.desktop import service
 
     outcome = service.install()
     print("\n".join(outcome.lines))
@@ -178,7 +179,7 @@ def cmd_install_service(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog import service
+    from watchdog.desktop import service
 
     outcome = service.uninstall()
     print("\n".join(outcome.lines))
@@ -186,14 +187,14 @@ def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog import status
     from watchdog.aws.ec2 import scan_regions
-    from watchdog.policy import plan
-    from watchdog.store import Store
+    from watchdog.core.policy import plan
+    from watchdog.desktop import status
+    from watchdog.desktop.store import Store
 
     now = utcnow()
     scans = scan_regions(_api(cfg), cfg.aws.regions, cfg.aws.max_workers)
-    store, dry = Store(cfg.database_path), cfg.scheduler.dry_run
+    store, dry = Store(configmod.database_path(cfg)), cfg.scheduler.dry_run
     warned, noticed = store.last_told("warn", dry_run=dry), store.last_told("notice", dry_run=dry)
     planned = [
         p
@@ -281,12 +282,12 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
     import threading
     import time
 
-    from watchdog.activity import Thresholds, reduce_all
     from watchdog.agent import run
     from watchdog.agent.imds import Imds
     from watchdog.agent.publish import ReportServer, read_token
-    from watchdog.trace import TraceError
-    from watchdog.trace import load as load_trace
+    from watchdog.core.activity import Thresholds, reduce_all
+    from watchdog.sim.trace import TraceError
+    from watchdog.sim.trace import load as load_trace
 
     identity = _identity(args.instance_id, cfg)
     ec2 = _api(cfg) if identity is not None else None
@@ -370,9 +371,9 @@ class _NoProbes:
 
 
 def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.simulate import simulate
-    from watchdog.trace import TraceError
-    from watchdog.trace import load as load_trace
+    from watchdog.sim.simulate import simulate
+    from watchdog.sim.trace import TraceError
+    from watchdog.sim.trace import load as load_trace
 
     results = []
     for path in args.traces:
@@ -416,7 +417,7 @@ def _simulation_table(results: Sequence[Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog import demo
+    from watchdog.sim import demo
 
     return demo.main()
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import launch, tags_of
-from watchdog import heartbeat as hb
 from watchdog.cli import main
-from watchdog.fleet import TAG_HEARTBEAT
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT
 
 SHARED = Path(__file__).parent.parent / "traces" / "shared"
 

@@ -26,7 +26,7 @@ from watchdog.agent.probes.gpu import (
     auto_probe,
     run_command,
 )
-from watchdog.agent.sample import Gpu, ProbeError
+from watchdog.core.sample import Gpu, ProbeError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 MIB = 1024 * 1024

@@ -44,7 +44,7 @@ from watchdog.agent.probes.jupyter import (
     discover,
     parse_timestamp,
 )
-from watchdog.agent.sample import Kernel, ProbeError, Terminal
+from watchdog.core.sample import Kernel, ProbeError, Terminal
 
 T = TypeVar("T")
 UTC = timezone.utc
@@ -720,8 +720,8 @@ def test_agent_once_reports_a_busy_kernel_and_publishes_its_heartbeat(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tests.helpers import launch, tags_of
-    from watchdog import heartbeat as hb
     from watchdog.cli import main
+    from watchdog.core import heartbeat as hb
 
     iid = launch("us-east-1")[0]
     config = tmp_path / "agent.toml"

@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from tests.helpers import launch, tags_of
-from watchdog import heartbeat as hb
-from watchdog.activity import ActivityReport
 from watchdog.agent.publish import HeartbeatTag, ReportServer, Written, due, read_token
 from watchdog.aws.ec2 import AwsError, Boto3Ec2
-from watchdog.fleet import TAG_HEARTBEAT
+from watchdog.core import heartbeat as hb
+from watchdog.core.activity import ActivityReport
+from watchdog.core.fleet import TAG_HEARTBEAT
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 MIN, REFRESH = timedelta(seconds=60), timedelta(seconds=300)

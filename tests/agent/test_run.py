@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import MANAGED, config, ec2, launch, state, tag, tags_of
-from watchdog import heartbeat as hb
 from watchdog.agent.imds import Identity
 from watchdog.agent.run import Agent, AgentState
-from watchdog.agent.sample import Gpu, Sample
 from watchdog.aws.ec2 import Boto3Ec2
 from watchdog.aws.fake import set_launch_time
-from watchdog.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_STOPPED, Instance
-from watchdog.timeutil import iso
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_STOPPED, Instance
+from watchdog.core.sample import Gpu, Sample
+from watchdog.core.timeutil import iso
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -24,8 +24,9 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from watchdog.agent.probes.system import SystemProbe, SystemReading, is_system
-from watchdog.agent.sample import Process, Rates, Tty
+from watchdog.agent.probes.system import SystemProbe, SystemReading
+from watchdog.core.processes import is_system
+from watchdog.core.sample import Process, Rates, Tty
 
 MIB = 1024 * 1024
 T0 = 1_700_000_000.0  # wall clock at the baseline

@@ -26,10 +26,10 @@ from typing import Any
 
 import structlog
 
-from watchdog import heartbeat as hb
-from watchdog.activity import ActivityReport
 from watchdog.aws.ec2 import AwsError, Ec2Api
-from watchdog.fleet import TAG_HEARTBEAT
+from watchdog.core import heartbeat as hb
+from watchdog.core.activity import ActivityReport
+from watchdog.core.fleet import TAG_HEARTBEAT
 
 log = structlog.get_logger("watchdog.agent.publish")
 

@@ -28,17 +28,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from watchdog import heartbeat as hb
 from watchdog import sdnotify
-from watchdog.activity import ActivityReport, Thresholds, reduce
 from watchdog.agent.imds import Identity, Imds, ImdsError
 from watchdog.agent.publish import HeartbeatTag, ReportServer
-from watchdog.agent.sample import ProbeError, Sample
 from watchdog.aws.ec2 import AwsError, Ec2Api
 from watchdog.config import Config
-from watchdog.fleet import TAG_HEARTBEAT, TAG_IDLE_MINUTES, TAG_STOPPED, Instance, SpotRequest
-from watchdog.policy import Action, Decision, decide_instance
-from watchdog.timeutil import human, iso, parse_iso, utcnow
+from watchdog.core import heartbeat as hb
+from watchdog.core.activity import ActivityReport, Thresholds, reduce
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_IDLE_MINUTES, TAG_STOPPED, Instance, SpotRequest
+from watchdog.core.policy import Action, Decision, decide_instance
+from watchdog.core.sample import ProbeError, Sample
+from watchdog.core.timeutil import human, iso, parse_iso, utcnow
 
 log = structlog.get_logger("watchdog.agent")
 

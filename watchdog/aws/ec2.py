@@ -21,7 +21,7 @@ import structlog
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from watchdog.fleet import Instance, RegionScan, SpotRequest
+from watchdog.core.fleet import Instance, RegionScan, SpotRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client

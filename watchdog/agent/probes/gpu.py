@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 import pynvml  # type: ignore[import-untyped]
 import structlog
 
-from watchdog.agent.sample import Gpu, ProbeError
+from watchdog.core.sample import Gpu, ProbeError
 
 __all__ = [
     "GpuProbe",

@@ -32,7 +32,7 @@ import requests
 import structlog
 import urllib3
 
-from watchdog.agent.sample import Kernel, ProbeError, Terminal
+from watchdog.core.sample import Kernel, ProbeError, Terminal
 
 log = structlog.get_logger("watchdog.agent.jupyter")
 

@@ -1,0 +1,164 @@
+"""The heartbeat tag: what the agent writes and the scheduler reads."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from watchdog.core.heartbeat import MAX_LENGTH, Heartbeat, HeartbeatError, decode, encode
+
+T = datetime.fromtimestamp(1795420800, tz=timezone.utc)
+# The documented tag alphabet, plus the "?" of "a=?" (which EC2 accepts in tag values).
+SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 +-=._:/@?")
+CODE = {True: "1", False: "0", None: "?"}
+
+
+@pytest.mark.parametrize("active", [True, False, None])
+def test_round_trip(active: bool | None) -> None:
+    beat = Heartbeat(T, active, T - timedelta(seconds=10), ("gpu:0", "kernel:1a2b3c4d"))
+    text = encode(beat)
+    assert text == f"v1 s=1795420800 a={CODE[active]} l=1795420790 r=gpu:0+kernel:1a2b3c4d"
+    assert decode(text) == beat
+
+
+def test_round_trip_without_reasons_and_fractions_dropped() -> None:
+    beat = Heartbeat(T + timedelta(microseconds=900_000), False, T - timedelta(hours=3))
+    text = encode(beat)
+    assert "r=" not in text
+    assert decode(text) == Heartbeat(T, False, T - timedelta(hours=3))
+
+
+def test_documented_example_decodes() -> None:
+    beat = decode("v1 s=1795440000 a=1 l=1795439990 r=gpu:0+kernel:1a2b3c4d")
+    assert beat.active is True
+    assert beat.sampled_at == datetime.fromtimestamp(1795440000, tz=timezone.utc)
+    assert beat.sampled_at - beat.last_active_at == timedelta(seconds=10)
+    assert beat.reasons == ("gpu:0", "kernel:1a2b3c4d")
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("tty:pts/0", "tty:pts/0"),
+        ("proc:python3+x", "proc:python3_x"),  # '+' separates reasons
+        ("kernel:ä#1", "kernel:__1"),
+        ("net:eth0,rx", "net:eth0_rx"),
+        ("tab\tnew\nline", "tab_new_line"),
+        ("user@host:~/x", "user@host:_/x"),
+        ("x" * 100, "x" * 64),
+        ("tty pts/0", "tty_pts/0"),  # a space separates fields
+        ("proc:train a=0", "proc:train_a_0"),  # must not smuggle in a field
+    ],
+)
+def test_reasons_are_sanitised(reason: str, expected: str) -> None:
+    beat = Heartbeat(T, True, T, ("gpu:0", reason))
+    text = encode(beat)
+    assert set(text) <= SAFE
+    decoded = decode(text)
+    assert decoded.active is True
+    assert decoded.reasons[0] == "gpu:0"
+    assert decoded.reasons[1].replace("=", "_") == expected
+
+
+def test_many_reasons_are_cut_to_fit() -> None:
+    reasons = tuple(f"kernel:{i:08x}" for i in range(100))
+    text = encode(Heartbeat(T, True, T, reasons))
+    assert len(text) <= MAX_LENGTH
+    decoded = decode(text)
+    assert 0 < len(decoded.reasons) < 100
+    assert decoded.reasons == reasons[: len(decoded.reasons)]  # cut from the end
+
+
+def test_long_reasons_never_push_out_the_head() -> None:
+    text = encode(Heartbeat(T, False, T, ("y" * 300,) * 10))
+    assert len(text) <= MAX_LENGTH
+    assert decode(text).active is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "v1",
+        "v2 s=1795420800 a=1 l=1795420790",
+        "V1 s=1795420800 a=1 l=1795420790",
+        "s=1795420800 a=1 l=1795420790",
+        "v1 a=1 l=1795420790",  # no s
+        "v1 s=1795420800 l=1795420790",  # no a
+        "v1 s=1795420800 a=1",  # no l
+        "v1 s=1795420800 a=yes l=1795420790",
+        "v1 s=1795420800 a= l=1795420790",
+        "v1 s=17954208x0 a=1 l=1795420790",
+        "v1 s=-1795420800 a=1 l=0",
+        "v1 s=1795420800.5 a=1 l=1795420790",
+        "v1 s=1795420800 a=1 l=",
+        "v1 s=1795420800 a=1 l=1795420801",  # last active after the sample
+        "v1 s=1795420800 a=1 l=1795420790 garbage",
+        "v1 s=1795420800 a=1 l=1795420790 =x",
+        "v1 s=999999999999 a=1 l=0",  # twelve digits
+        "v1 s=1795420800 a=0 l=1795420790 r=" + "x" * 250,  # longer than 256
+        "v1 s=² a=0 l=0",  # str.isdigit() is true for '²', int() is not
+        "v1 s=1795420800 a=0 l=¹",
+        '{"version": 1, "active": false}',
+    ],
+)
+def test_garbage_is_refused(text: str) -> None:
+    with pytest.raises(HeartbeatError):
+        decode(text)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    beat = decode("v1 s=1795420800 x=42 a=0 gpu=3 l=1795420790 r=gpu:0 zz=")
+    assert beat == Heartbeat(T, False, T - timedelta(seconds=10), ("gpu:0",))
+
+
+# Whole seconds from 1970 to 2200: the range the format (at most 11 digits) is meant for.
+moments = st.datetimes(
+    min_value=datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis wants naive bounds
+    max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    timezones=st.just(timezone.utc),
+)
+
+
+@given(
+    sampled=moments,
+    back=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3650)),
+    active=st.sampled_from([True, False, None]),
+    reasons=st.lists(st.text(max_size=80), max_size=30),
+)
+def test_round_trip_property(
+    sampled: datetime, back: timedelta, active: bool | None, reasons: list[str]
+) -> None:
+    last = max(sampled - back, datetime(1970, 1, 1, tzinfo=timezone.utc))
+    text = encode(Heartbeat(sampled, active, last, tuple(reasons)))
+    assert len(text) <= MAX_LENGTH
+    assert set(text) <= SAFE
+    decoded = decode(text)
+    assert decoded.active is active
+    assert decoded.sampled_at == sampled.replace(microsecond=0)
+    assert decoded.last_active_at == last.replace(microsecond=0)
+
+
+def _decode_or_refuse(text: str) -> None:
+    with contextlib.suppress(HeartbeatError):
+        assert isinstance(decode(text), Heartbeat)
+
+
+@given(st.text(max_size=300))
+def test_decode_arbitrary_text(text: str) -> None:
+    _decode_or_refuse(text)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["s", "a", "l", "r", "x", ""]), st.text(max_size=14)),
+        max_size=6,
+    )
+)
+def test_decode_arbitrary_fields(fields: list[tuple[str, str]]) -> None:
+    _decode_or_refuse(" ".join(["v1", *(f"{k}={v}" for k, v in fields)]))

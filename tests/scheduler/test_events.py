@@ -1,0 +1,126 @@
+"""What a pass tells the person (pure): the text, the buttons, once per event."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from tests.helpers import config
+from watchdog.core.fleet import TAG_MANAGED, TAG_STOPPED, Instance, SpotRequest
+from watchdog.core.policy import Action, Decision, Planned
+from watchdog.scheduler.events import messages
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)
+CFG = config(notify={"keep_durations": ("1h", "3h"), "long_running_hours": 12.0})
+
+
+def inst(**kw: object) -> Instance:
+    base: dict[str, object] = {
+        "region": "us-east-1",
+        "id": "i-0abc",
+        "type": "g5.xlarge",
+        "state": "running",
+        "launch_time": NOW - timedelta(hours=2),
+        "tags": {TAG_MANAGED: "true", "Name": "nb"},
+        "platform": "Linux/UNIX",
+    }
+    base.update(kw)
+    return Instance(**base)  # type: ignore[arg-type]
+
+
+def planned(subject: Instance | SpotRequest, action: Action, reason: str, **kw: object) -> Planned:
+    return Planned(subject, Decision(subject.region, subject.id, action, reason, **kw))  # type: ignore[arg-type]
+
+
+def test_the_warning_says_what_when_and_why_with_buttons() -> None:
+    item = planned(
+        inst(),
+        Action.WARN,
+        "idle for 20m",
+        idle_since=NOW - timedelta(minutes=20),
+        stop_at=NOW + timedelta(minutes=10),
+    )
+    (msg,) = messages([item], [("i-0abc", "warn", True, "")], NOW, CFG)
+    assert msg.title == "nb (i-0abc) stops in 10m"
+    assert "g5.xlarge in us-east-1, $1.01/h" in msg.body
+    assert "Idle for 20m: no GPU, notebook, terminal, process or transfer activity" in msg.body
+    assert "It stops at 2026-11-23T15:10:00Z" in msg.body
+    assert [(b.label, b.action) for b in msg.buttons] == [
+        ("Keep 1h", "keep:1h"),
+        ("Keep 3h", "keep:3h"),
+        ("Stop now", "stop"),
+    ]
+    assert msg.urgent and msg.target == "i-0abc" and msg.region == "us-east-1"
+
+
+def test_stop_cancel_notice_and_failure_each_say_what_happened() -> None:
+    req = SpotRequest(
+        "us-west-2",
+        "sir-1",
+        "open",
+        "persistent",
+        "instance-terminated-by-user",
+        NOW,
+        NOW,
+        instance_type="p3.2xlarge",
+    )
+    items = [
+        planned(inst(), Action.STOP, "idle for 30m (threshold 30m)"),
+        planned(
+            req, Action.CANCEL, "orphaned: persistent request reopened; would launch a p3.2xlarge"
+        ),
+        planned(
+            inst(id="i-2", tags={TAG_MANAGED: "true"}),
+            Action.NOTICE,
+            "agent silent for 20m; not stopping",
+        ),
+        planned(inst(id="i-3", tags={}), Action.STOP, "idle"),
+    ]
+    done = [
+        ("i-0abc", "stop", True, ""),
+        ("sir-1", "cancel", True, ""),
+        ("i-2", "notice", True, ""),
+        ("i-3", "stop", False, "UnauthorizedOperation: no"),
+    ]
+    stop, cancel, notice, failed = messages(items, done, NOW, CFG)
+    assert stop.title == "Stopped nb (i-0abc)" and "saves $1.01/h" in stop.body
+    assert cancel.title == "Cancelled spot request sir-1"
+    assert (
+        "would launch a p3.2xlarge" in cancel.body and "No instance was terminated" in cancel.body
+    )
+    assert notice.title == "i-2: not stopping" and "agent silent" in notice.body
+    assert failed.title == "Could not stop i-3" and "UnauthorizedOperation" in failed.body
+    assert all(not m.buttons for m in (stop, cancel, notice, failed))
+
+
+def test_a_long_run_is_told_once_per_start_managed_or_not() -> None:
+    old = inst(id="i-old", tags={"Name": "colleague"}, launch_time=NOW - timedelta(hours=31))
+    (msg,) = messages([planned(old, Action.NONE, "unmanaged")], [], NOW, CFG)
+    assert msg.title == "colleague (i-old) has run for 31h00m"
+    assert "$31.19 so far" in msg.body and "not managed" in msg.body
+    assert messages([planned(old, Action.NONE, "unmanaged")], [], NOW, CFG, {msg.key}) == []
+    restarted = inst(id="i-old", launch_time=NOW - timedelta(hours=13))
+    again = messages([planned(restarted, Action.NONE, "active")], [], NOW, CFG, {msg.key})
+    assert len(again) == 1 and again[0].key != msg.key
+
+
+def test_a_backstop_stop_made_while_away_is_told_once() -> None:
+    stamp = "2026-11-23T03:00:00Z by idle-watchdog agent backstop: idle for 2h00m"
+    gone = inst(state="stopped", tags={TAG_MANAGED: "true", TAG_STOPPED: stamp})
+    (msg,) = messages([planned(gone, Action.NONE, "stopped")], [], NOW, CFG)
+    assert "stopped while you were away" in msg.title and stamp in msg.body
+    assert messages([planned(gone, Action.NONE, "stopped")], [], NOW, CFG, {msg.key}) == []
+    ours = inst(state="stopped", tags={TAG_STOPPED: "2026-11-23T03:00:00Z by idle-watchdog: x"})
+    assert messages([planned(ours, Action.NONE, "stopped")], [], NOW, CFG) == []
+
+
+def test_stop_now_hibernates_where_the_auto_stop_would() -> None:
+    item = planned(
+        inst(),
+        Action.WARN,
+        "idle for 20m",
+        idle_since=NOW - timedelta(minutes=20),
+        stop_at=NOW + timedelta(minutes=10),
+        hibernate=True,
+    )
+    (msg,) = messages([item], [("i-0abc", "warn", True, "")], NOW, CFG)
+    assert msg.extra == {"hibernate": "1"}

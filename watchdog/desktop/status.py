@@ -1,0 +1,176 @@
+"""``status``: one row per watched instance and spot request, as data and as a table (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from watchdog.config import Config
+from watchdog.core import billing
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, Instance, SpotRequest
+from watchdog.core.policy import Action, Planned
+from watchdog.core.timeutil import human, iso
+
+
+def family(instance_type: str) -> str:
+    """``g5.xlarge`` -> ``g5``."""
+    return instance_type.split(".", 1)[0]
+
+
+def rows(
+    planned: Sequence[Planned], now: datetime, cfg: Config, families: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in planned:
+        subject, d = item.subject, item.decision
+        if isinstance(subject, Instance):
+            if families and family(subject.type) not in families:
+                continue
+            out.append(_instance_row(subject, item, now, cfg))
+        elif isinstance(subject, SpotRequest):
+            if families and family(subject.instance_type) not in families:
+                continue
+            out.append(
+                {
+                    "kind": "spot-request",
+                    "region": subject.region,
+                    "id": subject.id,
+                    "type": subject.instance_type,
+                    "lifecycle": subject.type,
+                    "state": f"{subject.state}/{subject.status_code}",
+                    "instance_id": subject.instance_id or None,
+                    "next_action": _next(d.action, d.stop_at, cancel=True),
+                    "reason": d.reason,
+                }
+            )
+    return out
+
+
+def _instance_row(inst: Instance, item: Planned, now: datetime, cfg: Config) -> dict[str, Any]:
+    d = item.decision
+    seconds = billing.billable_seconds(inst.state, inst.launch_time, now, inst.platform)
+    price = billing.hourly_price(inst.type, inst.region, cfg.billing.prices)
+    running = inst.state == "running" and inst.launch_time is not None
+    uptime = (now - inst.launch_time).total_seconds() if running and inst.launch_time else 0
+    seen: str | None = None
+    idle_since = d.idle_since
+    try:
+        if TAG_HEARTBEAT in inst.tags:
+            beat = hb.decode(inst.tags[TAG_HEARTBEAT])
+            seen = iso(beat.sampled_at)
+            if idle_since is None and beat.active is False and running:
+                idle_since = beat.last_active_at  # unmanaged or kept: idle all the same
+    except hb.HeartbeatError:
+        seen = "unreadable"
+    return {
+        "kind": "instance",
+        "region": inst.region,
+        "id": inst.id,
+        "name": inst.name,
+        "type": inst.type,
+        "lifecycle": inst.lifecycle,
+        "state": inst.state,
+        "managed": inst.managed,
+        "uptime_seconds": int(uptime),
+        "billable_seconds": seconds,
+        "price_per_hour": price,
+        "cost_so_far": billing.cost(seconds, price),
+        "idle_seconds": int((now - idle_since).total_seconds()) if idle_since else None,
+        "agent_last_seen": seen,
+        "next_action": _next(d.action, d.stop_at),
+        "reason": d.reason,
+    }
+
+
+def _next(action: Action, at: datetime | None, *, cancel: bool = False) -> str | None:
+    if action is not Action.NONE:
+        return f"{action.value} now"
+    if at is not None:
+        return f"{'cancel' if cancel else 'stop'} at {iso(at)}"
+    return None
+
+
+_COLUMNS = (
+    "region",
+    "id",
+    "name",
+    "type",
+    "lifecycle",
+    "state",
+    "uptime",
+    "cost",
+    "idle",
+    "agent seen",
+    "next action",
+    "why",
+)
+_WHY_WIDTH = 60
+
+
+def table(data: Sequence[dict[str, Any]], now: datetime) -> str:
+    """A fixed-width table a person can read in a terminal."""
+    lines: list[list[str]] = [list(_COLUMNS)]
+    for r in data:
+        if r["kind"] == "instance":
+            cost = "unknown" if r["cost_so_far"] is None else f"${r['cost_so_far']:.2f}"
+            if r["state"] != "running":
+                cost = "-"
+            idle = human(timedelta(seconds=r["idle_seconds"])) if r["idle_seconds"] else "-"
+            seen = r["agent_last_seen"]
+            if seen and seen != "unreadable":
+                seen = human(now - datetime.fromisoformat(seen.replace("Z", "+00:00"))) + " ago"
+            uptime = human(timedelta(seconds=r["uptime_seconds"])) if r["uptime_seconds"] else "-"
+            lines.append(
+                [
+                    r["region"],
+                    r["id"],
+                    r["name"] or "-",
+                    r["type"],
+                    r["lifecycle"],
+                    r["state"],
+                    uptime,
+                    cost,
+                    idle,
+                    seen or "never",
+                    _short(r["next_action"], now),
+                    _why(r["reason"]),
+                ]
+            )
+        else:
+            lines.append(
+                [
+                    r["region"],
+                    r["id"],
+                    "-",
+                    r["type"] or "-",
+                    f"spot {r['lifecycle']}",
+                    r["state"],
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    _short(r["next_action"], now),
+                    _why(r["reason"]),
+                ]
+            )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in lines
+    )
+
+
+def _why(reason: str) -> str:
+    return reason if len(reason) <= _WHY_WIDTH else reason[: _WHY_WIDTH - 1] + "…"
+
+
+def _short(next_action: str | None, now: datetime) -> str:
+    if not next_action:
+        return "-"
+    verb, _, rest = next_action.partition(" at ")
+    if not rest:
+        return next_action
+    at = datetime.fromisoformat(rest.replace("Z", "+00:00"))
+    return f"{verb} in {human(at - now)}"

@@ -1,0 +1,1 @@
+"""The launcher: starts GPU instances safely with the agent on board."""

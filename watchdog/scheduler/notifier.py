@@ -1,0 +1,49 @@
+"""What the scheduler tells a person, and the one interface every channel implements.
+
+A ``Message`` is pure data (built by ``watchdog.scheduler.events``); a
+``Notifier`` shows it: desktop bubbles in ``watchdog.desktop.notify``, other
+channels elsewhere. Button presses call ``on_action(action_id)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Called with the ``Button.action`` of the button the person pressed.
+OnAction = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str  # "Keep 1 h"
+    action: str  # "keep:1h" | "stop"
+
+
+@dataclass(frozen=True)
+class Message:
+    key: str  # what this message is about, for the record: "warn:i-0abc", "stopped:i-0abc"
+    title: str
+    body: str
+    buttons: tuple[Button, ...] = ()
+    urgent: bool = False  # a stop is coming: shown as critical where the desktop allows
+    target: str = ""  # the instance or request it concerns
+    region: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Notifier(Protocol):
+    """Shows messages. ``send`` returns once the message is shown, not when it is answered.
+
+    ``send`` never raises: a notification that fails is logged, and the stop or
+    the pass that wanted it goes on.
+    """
+
+    name: str
+
+    async def send(self, message: Message, on_action: OnAction | None = None) -> None: ...
+
+    async def aclose(self) -> None:
+        """Releases connections and processes; buttons still on screen stop acting."""
+        ...

@@ -1,0 +1,1 @@
+"""Replays: activity traces, the simulator and its baselines, and the demo."""

@@ -1,0 +1,154 @@
+"""``idle-watchdog demo``: the whole loop on an embedded fake AWS, in virtual time.
+
+A moto server on 127.0.0.1 plays EC2 in two regions. Simulated agents write
+heartbeat tags as the real agent would; the real scheduler pass (scan ->
+decide -> act -> remember) runs against it while the clock moves five minutes
+per pass, so twenty minutes of a fleet's life take a few seconds. Nothing
+here reaches AWS: the credentials are fake and every endpoint is loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from watchdog import log
+from watchdog.aws.fake import moto_server, set_spot_request_state
+from watchdog.config import Config
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_MANAGED
+from watchdog.core.timeutil import human, iso, utcnow
+from watchdog.desktop import status
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+
+
+def _launch(ec2: EC2Client, itype: str, name: str, tags: dict[str, str]) -> str:
+    tag_list: list[Any] = [{"Key": k, "Value": v} for k, v in {"Name": name, **tags}.items()]
+    reservation = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType=itype,  # type: ignore[arg-type]
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}],
+    )
+    return reservation["Instances"][0]["InstanceId"]
+
+
+def _beat(ec2: EC2Client, instance_id: str, beat: hb.Heartbeat) -> None:
+    ec2.create_tags(
+        Resources=[instance_id], Tags=[{"Key": TAG_HEARTBEAT, "Value": hb.encode(beat)}]
+    )
+
+
+class Fleet:
+    """The demo's simulated instances and their agents."""
+
+    def __init__(self, session: Any, start: datetime):
+        self.east: EC2Client = session.client("ec2", region_name="us-east-1")
+        self.west: EC2Client = session.client("ec2", region_name="us-west-2")
+        managed = {TAG_MANAGED: "true"}
+        self.busy = _launch(self.east, "g5.xlarge", "training-run", managed)
+        self.idle = _launch(self.east, "g4dn.xlarge", "forgotten-notebook", managed)
+        self.silent = _launch(self.east, "g6.xlarge", "agent-crashed", managed)
+        self.unmanaged = _launch(self.west, "p3.2xlarge", "colleagues-box", {})
+        self.kept = _launch(
+            self.west,
+            "g5.2xlarge",
+            "kept-for-tonight",
+            {**managed, TAG_KEEP_UNTIL: iso(start + timedelta(hours=3))},
+        )
+        spot = self.west.request_spot_instances(
+            SpotPrice="0.50",
+            InstanceCount=1,
+            Type="persistent",
+            LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+        )["SpotInstanceRequests"][0]
+        self.orphan = spot["SpotInstanceRequestId"]
+        # The person terminated the spot instance; the persistent request reopens.
+        self.west.terminate_instances(InstanceIds=[spot["InstanceId"]])
+        set_spot_request_state("us-west-2", self.orphan, "open", "instance-terminated-by-user")
+        self.idle_since = start + timedelta(minutes=5)  # the person left after 5 minutes
+        self.silent_since = start + timedelta(minutes=10)  # that agent crashed then
+
+    def agents_report(self, now: datetime) -> None:
+        """What each running agent would publish at ``now``."""
+        _beat(self.east, self.busy, hb.Heartbeat(now, True, now, ("gpu:0", "proc:python3")))
+        state = self.east.describe_instances(InstanceIds=[self.idle])
+        if state["Reservations"][0]["Instances"][0]["State"]["Name"] == "running":
+            _beat(self.east, self.idle, hb.Heartbeat(now, False, self.idle_since))
+        _beat(self.west, self.kept, hb.Heartbeat(now, False, self.idle_since))
+        _beat(self.west, self.unmanaged, hb.Heartbeat(now, False, self.idle_since))
+        last = min(now, self.silent_since)  # the crashed agent's last word stays behind
+        _beat(self.east, self.silent, hb.Heartbeat(last, True, last, ("kernel:1a2b",)))
+
+
+def main(
+    passes: int = 5,
+    step: timedelta = timedelta(minutes=5),
+    first: timedelta = timedelta(minutes=25),
+) -> int:
+    import boto3
+
+    from watchdog.aws.ec2 import Boto3Ec2
+    from watchdog.desktop.store import Store
+    from watchdog.scheduler import run_pass, tell
+
+    log.configure(level=logging.CRITICAL)
+    cfg = replace(Config(), aws=replace(Config().aws, regions=("us-east-1", "us-west-2")))
+    print("idle-watchdog demo: a fake EC2 (moto) on 127.0.0.1, two regions, virtual time.")
+    print(
+        f"Policy: stop managed instances idle {cfg.idle.minutes} min, warning "
+        f"{cfg.idle.warn_minutes} min before; cancel orphaned spot requests.\n"
+    )
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        session = boto3.Session()
+        start = utcnow()
+        fleet = Fleet(session, start)
+        print(
+            f"Fleet on {endpoint}, launched at {iso(start)}: a training run (busy GPU), a "
+            "notebook left after 5 minutes, an instance whose agent crashed after 10, a "
+            "colleague's unmanaged machine, one kept with `keep --for 3h`, and a persistent "
+            "spot request whose instance was terminated (it would relaunch). The scheduler "
+            f"first looks {human(first)} later, then every {human(step)}.\n"
+        )
+        api, store = Boto3Ec2(session), Store(os.path.join(tmp, "history.sqlite3"))  # noqa: PTH118
+        for number in range(passes):
+            now = start + first + number * step
+            fleet.agents_report(now)
+            report = run_pass(api, store, cfg, now)
+            print(
+                f"── pass {number + 1} at launch +{human(now - start)} "
+                f"({sum(s.api_calls for s in report.scans)} API calls) ──"
+            )
+            for done in report.done:
+                print(
+                    f"  {done.kind.upper():6} {done.region} {done.target}: {done.detail}"
+                    + ("" if done.ok else "  [FAILED]")
+                )
+            if not report.done:
+                print("  nothing to do")
+            for message in tell(report, store, cfg):  # what the desktop would show
+                buttons = "  ".join(f"[{b.label}]" for b in message.buttons)
+                print(
+                    f"  notification: {message.title}\n    {message.body}"
+                    + (f"\n    {buttons}" if buttons else "")
+                )
+            print()
+            print(_indent(status.table(status.rows(report.planned, now, cfg), now)))
+            print()
+        store.close()
+    print(
+        "Done: the idle notebook was warned, then stopped; the orphaned spot request was "
+        "cancelled; busy, kept, silent and unmanaged machines kept running."
+    )
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
