@@ -66,7 +66,7 @@ def client_config(aws: AwsConfig) -> BotoConfig:
     """The botocore settings for every EC2 client: the ``[aws]`` timeouts and attempts.
 
     "standard" retry mode, not "adaptive": adaptive adds a client-side rate
-    limiter that may sleep before sending, a delay no timeout bounds, and our
+    limiter that may sleep before sending, a delay our timeouts do not cover, and our
     few calls per pass (one per 1,000 ids) do not need it.
     """
     return BotoConfig(
