@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import sys
 from collections.abc import Callable
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import AMI, ec2, state, tags_of
-from tests.launch.world import REGION, World, ec2_error, named, publish_dlami
+from tests.launch.world import REGION, World, cli, ec2_error, named, publish_dlami
 from watchdog.core.fleet import TAG_IDLE_MINUTES, TAG_MANAGED
+from watchdog.launch import commands as launch_cli
+from watchdog.launch import plan
 from watchdog.launch.plan import REMOTE_INSTALL_DIR, agent_files
 
 FAKE = """#!{python}
@@ -238,3 +241,82 @@ def test_audit_passes_what_the_launcher_creates(world: World) -> None:
     run = world.cli("audit")
     assert run.code == 0, run.out
     assert "no findings" in run.out
+
+
+# --- before any AWS call: credentials, then the caller's address ---------------------
+
+
+def test_without_credentials_every_command_says_how_to_set_them_and_asks_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No keys in the environment, empty credentials and config files: `launch` says
+    so before it asks checkip for the caller's address (it used to ask first and
+    print urllib3's error when offline), and so do the commands that look up."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    asked: list[str] = []
+
+    def checkip() -> str:
+        asked.append("checkip")
+        return "203.0.113.7"
+
+    monkeypatch.setattr(launch_cli.EDGES, "caller_ip", checkip)
+    ssh_dir = ["--ssh-dir", str(tmp_path / "ssh")]
+    for argv in (
+        ["launch", "--type", "g5.xlarge", *ssh_dir],
+        ["ssh", "box", *ssh_dir],
+        ["stop", "box"],
+        ["audit"],
+    ):
+        run = cli(capsys, *argv)
+        assert run.code == 1, argv
+        assert "no AWS credentials found" in run.err, argv
+        for hint in ("aws configure", "aws sso login", "AWS_PROFILE"):
+            assert hint in run.err, (argv, hint)
+        assert "Traceback" not in run.err
+    assert asked == []
+    assert not (tmp_path / "ssh").exists()
+
+
+def test_a_failed_address_lookup_is_one_clear_line_not_urllib3s_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkip unreachable (here: a local port bound but not listening, so the
+    connection is refused at once): the person learns to pass --allow-cidr."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+        monkeypatch.setattr(plan, "CHECKIP_URL", url)
+        monkeypatch.setattr(launch_cli.EDGES, "caller_ip", launch_cli.fetch_checkip)
+        run = world.launch("--name", "box")
+    assert run.code == 1
+    assert f"could not connect to {url}" in run.err
+    assert "--allow-cidr" in run.err
+    for noise in ("urllib3", "HTTPConnectionPool", "Max retries", "Traceback"):
+        assert noise not in run.err
+    assert len(run.err.strip().splitlines()) == 1
+    assert world.sent == []  # nothing asked of AWS, nothing created
+
+
+def test_a_profile_that_does_not_exist_is_named_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    run = cli(capsys, "stop", "box")
+    assert run.code == 1
+    assert "The config profile (nope) could not be found" in run.err
+    assert "aws configure list-profiles" in run.err

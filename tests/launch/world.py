@@ -86,6 +86,18 @@ class Run:
 Hook = Callable[..., Any]
 
 
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    """One launcher command, as the CLI runs it with the default config."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_commands(sub, argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(list(argv))
+    capsys.readouterr()
+    code = args.func(args, watchdog.config.Config())
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
 @dataclass
 class World:
     """The edges of the commands, controlled: caller address, session hooks, ssh dir."""
@@ -98,14 +110,7 @@ class World:
     operations: set[str] = field(default_factory=set)  # service:Action, every call sent
 
     def cli(self, *argv: str) -> Run:
-        parser = argparse.ArgumentParser()
-        sub = parser.add_subparsers()
-        add_commands(sub, argparse.ArgumentParser(add_help=False))
-        args = parser.parse_args(list(argv))
-        self.capsys.readouterr()
-        code = args.func(args, watchdog.config.Config())
-        captured = self.capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+        return cli(self.capsys, *argv)
 
     def launch(self, *argv: str) -> Run:
         return self.cli("launch", "--type", "g5.xlarge", "--ssh-dir", str(self.ssh_dir), *argv)

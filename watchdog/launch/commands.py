@@ -37,11 +37,26 @@ _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: stands in for the caller while checkin
 
 
 def fetch_checkip() -> str:
-    """The caller's public IPv4 address as AWS sees it."""
+    """The caller's public IPv4 address as AWS sees it.
+
+    Fails with an ``OSError`` whose message is one short reason, never
+    urllib3's retry chain (which ``caller_cidr`` would otherwise print).
+    """
     import requests
 
-    answer = requests.get(P.CHECKIP_URL, timeout=10)
-    answer.raise_for_status()
+    url = P.CHECKIP_URL
+
+    try:
+        answer = requests.get(url, timeout=10)
+        answer.raise_for_status()
+    except requests.Timeout as exc:
+        raise OSError(f"{url} did not answer within 10 s") from exc
+    except requests.ConnectionError as exc:
+        raise OSError(f"could not connect to {url}: no network, or it is blocked") from exc
+    except requests.HTTPError as exc:
+        raise OSError(f"{url} answered HTTP {answer.status_code}") from exc
+    except requests.RequestException as exc:
+        raise OSError(f"could not ask {url} ({type(exc).__name__})") from exc
     return answer.text
 
 
@@ -253,8 +268,12 @@ def _guarded(run: Callable[[], int]) -> int:
 
 
 def _aws(cfg: Config) -> LauncherAws:
+    """The AWS account, once credentials are known to exist: without them every
+    command says how to set them, before asking anything else (checkip included)."""
     with translated():
-        return EDGES.aws(cfg)
+        aws = EDGES.aws(cfg)
+        aws.check_credentials()
+    return aws
 
 
 def _find_one(args: argparse.Namespace, cfg: Config, aws: LauncherAws) -> Found:
@@ -309,6 +328,7 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
             source=args.source,
         )
         P.plan_launch(options, templates)  # usage errors before any network call
+        aws = _aws(cfg)  # then no credentials, before asking checkip
         if not args.allow_cidr:
             options = replace(options, ssh_cidr=P.caller_cidr(EDGES.caller_ip))
         if region not in cfg.aws.regions:
@@ -318,7 +338,6 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
                 "instance until you add it"
             )
         ssh_dir = _ssh_dir(args)
-        aws = _aws(cfg)
         launched = steps.launch(
             aws,
             options,

@@ -135,6 +135,11 @@ def explain(code: str, message: str, ctx: ErrorContext | None = None) -> str:
             "no AWS credentials found: run `aws configure` or `aws sso login`, or set "
             "AWS_PROFILE (or [aws] profile in the idle-watchdog config)"
         )
+    if code == "ProfileNotFound":
+        return (
+            f"{message}: check its name ([aws] profile in the idle-watchdog config, or "
+            "AWS_PROFILE) against `aws configure list-profiles`"
+        )
     if code in ("VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"):
         name, qcode = quota_for(ctx.instance_type, spot=ctx.spot)
         need = f" ({itype} needs {ctx.vcpus} vCPUs)" if ctx.vcpus else ""

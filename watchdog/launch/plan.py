@@ -284,13 +284,16 @@ def check_disk(disk_gb: int | None, image_gb: int) -> None:
 
 
 def caller_cidr(fetch: Callable[[], str]) -> str:
-    """The caller's public address as a /32 (or /128), from checkip's answer."""
+    """The caller's public address as a /32 (or /128), from checkip's answer.
+
+    ``fetch`` raises ``OSError`` with a short reason when checkip cannot be asked.
+    """
     try:
         text = fetch().strip()
-    except OSError as exc:  # requests' errors are OSErrors too
+    except OSError as exc:
         raise LaunchError(
-            f"cannot learn your public address from {CHECKIP_URL} ({exc}): pass --allow-cidr "
-            "with your address (or network) to open SSH to"
+            f"cannot learn your public address ({exc}): pass --allow-cidr with your address "
+            "(or network) to open SSH to, e.g. --allow-cidr 203.0.113.7"
         ) from exc
     try:
         address = ipaddress.ip_address(text)
