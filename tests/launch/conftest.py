@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -42,3 +45,32 @@ def world(
     monkeypatch.setattr(launch_cli.EDGES, "aws", account)
     monkeypatch.setattr(launch_cli.EDGES, "sleep", lambda _: None)
     yield state
+
+
+FAKE = """#!{python}
+import json, os, sys
+with open(os.environ["FAKE_SSH_LOG"], "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+sys.exit(int(os.environ.get("FAKE_" + os.path.basename(sys.argv[0]).upper() + "_EXIT", "0")))
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[list[str]]]:
+    """``ssh`` and ``scp`` on PATH that record their argv, one JSON list per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("ssh", "scp"):
+        path = bin_dir / name
+        path.write_text(FAKE.format(python=sys.executable))
+        path.chmod(0o755)
+    log = tmp_path / "ssh.log"
+    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def calls() -> list[list[str]]:
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    return calls

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,34 +16,6 @@ from watchdog.core.fleet import TAG_IDLE_MINUTES, TAG_MANAGED
 from watchdog.launch import commands as launch_cli
 from watchdog.launch import plan
 from watchdog.launch.plan import REMOTE_INSTALL_DIR, agent_files
-
-FAKE = """#!{python}
-import json, os, sys
-with open(os.environ["FAKE_SSH_LOG"], "a") as log:
-    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
-sys.exit(int(os.environ.get("FAKE_" + os.path.basename(sys.argv[0]).upper() + "_EXIT", "0")))
-"""
-
-
-@pytest.fixture
-def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[list[str]]]:
-    """``ssh`` and ``scp`` on PATH that record their argv, one JSON list per line."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("ssh", "scp"):
-        path = bin_dir / name
-        path.write_text(FAKE.format(python=sys.executable))
-        path.chmod(0o755)
-    log = tmp_path / "ssh.log"
-    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-    def calls() -> list[list[str]]:
-        if not log.exists():
-            return []
-        return [json.loads(line) for line in log.read_text().splitlines()]
-
-    return calls
 
 
 def address(name: str) -> str:

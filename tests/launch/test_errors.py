@@ -126,7 +126,7 @@ CTX = ErrorContext(region=REGION, instance_type="g5.xlarge", vcpus=4)
             "UnauthorizedOperation",
             "You are not authorized",
             CTX,
-            ["not allowed", "decode-authorization-message"],
+            ["not allowed", "deploy/iam/launcher-policy.json", "decode-authorization-message"],
         ),
         (
             "InvalidAMIID.NotFound",

@@ -54,6 +54,14 @@ OPERATIONS = frozenset(
     }
 )
 
+#: What AWS also checks for those operations: tags given at creation (ec2:CreateTags,
+#: iam:TagRole), handing the agent's role to EC2 (iam:PassRole, for RunInstances and
+#: AddRoleToInstanceProfile), and the spot service-linked role AWS creates at an
+#: account's first spot launch (iam:CreateServiceLinkedRole).
+IMPLIED = frozenset(
+    {"ec2:CreateTags", "iam:TagRole", "iam:PassRole", "iam:CreateServiceLinkedRole"}
+)
+
 _CONFIG = BotoConfig(
     retries={"mode": "standard", "max_attempts": 5},
     connect_timeout=5,

@@ -182,7 +182,8 @@ def explain(code: str, message: str, ctx: ErrorContext | None = None) -> str:
             "needs EC2 (RunInstances, CreateKeyPair, CreateSecurityGroup, "
             "AuthorizeSecurityGroupIngress, CreateTags, Describe*), IAM (CreateRole, "
             "PutRolePolicy, CreateInstanceProfile, AddRoleToInstanceProfile, PassRole) and "
-            "ssm:GetParameters; an encoded message reads with `aws sts "
+            "ssm:GetParameters: deploy/iam/launcher-policy.json grants them. An encoded "
+            "message reads with `aws sts "
             "decode-authorization-message --encoded-message ...`"
         )
     if code == "OptInRequired":
