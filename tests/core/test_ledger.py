@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from watchdog.core.costs import Price, Volume
 from watchdog.core.ledger import (
     DEFAULT_SAVINGS_HORIZON_HOURS,
+    Costs,
     InstanceRecord,
     Observation,
     Span,
     SpotPoint,
     StateChange,
     VolumeSpan,
+    add,
     build,
     instance_ledger,
     parse_transition_time,
@@ -298,3 +303,146 @@ def test_without_exact_times_a_change_counts_from_the_pass_that_saw_it() -> None
         StateChange(at(1, 11), "running", 1),
         StateChange(at(1, 11), "stopped"),
     )
+
+
+# --- properties ----------------------------------------------------------------------
+
+T0 = at(1, 0)
+SPAN = 10 * 86_400  # ten days of history, crossing into July
+PLATFORMS = ["Linux/UNIX", "SUSE Linux"]
+
+
+def moment(offset: int) -> datetime:
+    return T0 + timedelta(seconds=offset)
+
+
+offsets = st.integers(0, SPAN)
+
+
+@st.composite
+def records(draw: st.DrawFn, *, spot: bool | None = None) -> InstanceRecord:
+    """An arbitrary instance: state changes, prices, volumes, addresses, idle and stops."""
+    times = sorted(draw(st.lists(offsets, min_size=1, max_size=8)))
+    states = st.sampled_from(["running", "stopped", "stopping", "pending"])
+    changes = tuple(
+        StateChange(
+            moment(t), draw(states), draw(st.integers(0, 2)), hibernating=draw(st.booleans())
+        )
+        for t in times
+    )
+    is_spot = draw(st.booleans()) if spot is None else spot
+    points = sorted(draw(st.lists(st.integers(-3600, SPAN), min_size=1, max_size=6)))
+    prices = st.floats(0.01, 100, allow_nan=False)
+    spans = st.tuples(offsets, offsets).map(sorted)
+    return InstanceRecord(
+        region=draw(st.sampled_from(["us-east-1", "us-west-2"])),
+        id="i-1",
+        type="g5.xlarge",
+        platform=draw(st.sampled_from(PLATFORMS)),
+        changes=changes,
+        on_demand=Price(draw(prices), "config"),
+        lifecycle="spot" if is_spot else "on-demand",
+        spot_prices=tuple(SpotPoint(moment(p), draw(prices)) for p in points),
+        volumes=tuple(
+            VolumeSpan(Volume("v", draw(st.sampled_from(["gp3", "io2", "sc1"])), size, iops),
+                       Span(moment(a), moment(b)))
+            for (a, b), size, iops in draw(
+                st.lists(st.tuples(spans, st.integers(1, 2000), st.integers(3000, 80_000)),
+                         max_size=2)
+            )
+        ),
+        elastic_ips=tuple(Span(moment(a), moment(b)) for a, b in draw(st.lists(spans, max_size=2))),
+        idle=tuple(Span(moment(a), moment(b)) for a, b in draw(st.lists(spans, max_size=3))),
+        watchdog_stops=tuple(moment(t) for t in draw(st.lists(offsets, max_size=2))),
+    )  # fmt: skip
+
+
+def assert_same(a: Costs, b: Costs) -> None:
+    for key in ("running_seconds", "billed_seconds", "idle_seconds", "stops_by_watchdog"):
+        assert getattr(a, key) == getattr(b, key), key
+    for key in ("compute_usd", "ebs_usd", "ipv4_usd", "idle_usd", "saved_usd"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert (x is None) == (y is None), key
+        if x is not None:
+            assert x == pytest.approx(y, rel=1e-9, abs=1e-9), key
+    assert a.partial == b.partial
+
+
+NOW = moment(SPAN + 3600)
+
+
+@settings(deadline=None, max_examples=150)
+@given(records(), st.integers(0, SPAN))
+def test_splitting_a_run_at_any_moment_never_changes_its_total(
+    record: InstanceRecord, split: int
+) -> None:
+    whole = instance_ledger(record, T0, NOW, NOW).total
+    # a redundant observation: still in the same state at `split`
+    current = [c for c in record.changes if c.at <= moment(split)]
+    if current:
+        again = replace(current[-1], at=moment(split))
+        changes = sorted((*record.changes, again), key=lambda c: c.at)
+        assert_same(
+            whole, instance_ledger(replace(record, changes=tuple(changes)), T0, NOW, NOW).total
+        )
+    # and two windows that meet at `split` add up to the whole
+    left = instance_ledger(record, T0, moment(split), NOW).total
+    right = instance_ledger(record, moment(split), NOW, NOW).total
+    assert_same(whole, replace(add(left, right), day=None))
+
+
+@settings(deadline=None)
+@given(
+    st.integers(0, SPAN - 60),
+    st.integers(60, 3 * 86_400),
+    st.lists(st.tuples(st.integers(1, SPAN), st.floats(0.01, 50, allow_nan=False)), max_size=8),
+    st.floats(0.01, 50, allow_nan=False),
+)
+def test_spot_cost_is_the_sum_over_price_intervals(
+    start: int, length: int, changes: list[tuple[int, float]], first: float
+) -> None:
+    points = sorted({0: first, **dict(changes)}.items())
+    length = min(length, SPAN - start)  # the run ends before now
+    record = InstanceRecord(
+        "us-east-1", "i-1", "g5.xlarge", "Linux/UNIX",
+        (StateChange(moment(start), "running"), StateChange(moment(start + length), "stopped")),
+        lifecycle="spot",
+        spot_prices=tuple(SpotPoint(moment(t), p) for t, p in points),
+    )  # fmt: skip
+    expected = 0.0
+    for (t, price), (t_next, _) in zip(points, [*points[1:], (10**9, 0.0)], strict=True):
+        overlap = min(t_next, start + length) - max(t, start)
+        expected += price * max(0, overlap) / 3600
+    total = instance_ledger(record, T0, NOW, NOW).total
+    assert total.compute_usd == pytest.approx(expected, rel=1e-9)
+    assert total.billed_seconds == length
+
+
+@settings(deadline=None)
+@given(records())
+def test_a_stopped_instance_accrues_only_ebs_and_elastic_ips(record: InstanceRecord) -> None:
+    stopped = replace(record, changes=(StateChange(T0, "stopped"),), watchdog_stops=())
+    total = instance_ledger(stopped, T0, NOW, NOW).total
+    assert total.running_seconds == total.billed_seconds == total.idle_seconds == 0
+    assert total.compute_usd == 0 and total.idle_usd == 0 and total.saved_usd == 0
+    eip_hours = sum((s.end - s.start).total_seconds() for s in record.elastic_ips if s.end) / 3600
+    assert total.ipv4_usd == pytest.approx(eip_hours * 0.005)
+    alone = replace(stopped, elastic_ips=())
+    assert instance_ledger(alone, T0, NOW, NOW).total.ebs_usd == pytest.approx(total.ebs_usd)
+    assert instance_ledger(replace(alone, volumes=()), T0, NOW, NOW).total.total_usd == 0
+
+
+@settings(deadline=None, max_examples=60)
+@given(records())
+def test_day_buckets_sum_to_the_total_and_each_is_its_own_day(record: InstanceRecord) -> None:
+    inst = instance_ledger(record, T0, NOW, NOW)
+    assert [d.day for d in inst.days] == [
+        (T0 + timedelta(days=n)).date() for n in range(len(inst.days))
+    ]
+    summed = Costs()
+    for day in inst.days:
+        summed = add(summed, day)
+        alone = datetime.combine(day.day, datetime.min.time(), timezone.utc)
+        one = instance_ledger(record, alone, min(NOW, alone + timedelta(days=1)), NOW)
+        assert_same(day, replace(one.total, day=day.day))
+    assert_same(summed, inst.total)

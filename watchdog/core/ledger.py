@@ -446,9 +446,7 @@ def instance_ledger(
             if max(a, i_lo) < min(b, i_hi):
                 days.spread(max(a, i_lo), min(b, i_hi), "idle_seconds", _seconds)
                 days.spread(max(a, i_lo), min(b, i_hi), "idle_usd", _avoidable(steps, count))
-    _savings(
-        record, days, steps=steps, segments=segments, now=end, horizon_hours=savings_horizon_hours
-    )
+    _savings(record, days, steps=steps, runs=runs, now=end, horizon_hours=savings_horizon_hours)
 
     per_day = days.result()
     total = Costs()
@@ -471,14 +469,15 @@ def _savings(
     days: _Days,
     *,
     steps: _Steps,
-    segments: _Run,
+    runs: list[_Run],
     now: int,
     horizon_hours: float,
 ) -> None:
     """Each watchdog stop saves what the instance would have cost running on: compute
     and public IPv4 from the stop until it next started, capped at the horizon."""
+    segments = [seg for run in runs for seg in run]
     running = [(a, b) for a, b, _ in segments]
-    starts = [a for a, _, _ in segments]
+    starts = [run[0][0] for run in runs]
     stops = sorted(_ts(s) for s in record.watchdog_stops)
     for n, stop in enumerate(stops):
         days.put(stop, "stops_by_watchdog", 1)
