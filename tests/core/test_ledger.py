@@ -442,6 +442,7 @@ def test_day_buckets_sum_to_the_total_and_each_is_its_own_day(record: InstanceRe
     summed = Costs()
     for day in inst.days:
         summed = add(summed, day)
+        assert day.day is not None
         alone = datetime.combine(day.day, datetime.min.time(), timezone.utc)
         one = instance_ledger(record, alone, min(NOW, alone + timedelta(days=1)), NOW)
         assert_same(day, replace(one.total, day=day.day))
