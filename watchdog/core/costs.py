@@ -67,6 +67,15 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class Addresses:
+    """An instance's public IPv4: auto-assigned ones bill while it runs (and go when it
+    stops); its Elastic IPs bill for as long as they stay allocated."""
+
+    public_ipv4: int = 0
+    elastic_ips: tuple[str, ...] = ()  # allocation ids
+
+
+@dataclass(frozen=True)
 class VolumeRate:
     """One volume type's monthly list prices."""
 
