@@ -26,6 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
+from itertools import islice
 from typing import Any
 
 from watchdog.core import billing
@@ -383,12 +384,15 @@ def _runs(changes: Sequence[StateChange], now: int) -> list[_Run]:
     return runs
 
 
-def _gaps(running: list[tuple[int, int]], lo: int, hi: int) -> Iterator[tuple[int, int]]:
-    """The not-billed parts of ``[lo, hi)`` (``running`` sorted and disjoint)."""
+def _gaps(
+    running: list[tuple[int, int]], first: int, lo: int, hi: int
+) -> Iterator[tuple[int, int]]:
+    """The not-billed parts of ``[lo, hi)``; ``running`` is sorted and disjoint, and
+    ``running[first]`` the first span ending after ``lo``."""
     t = lo
-    for a, b in running:
-        if b <= t or a >= hi:
-            continue
+    for a, b in islice(running, first, None):
+        if a >= hi:
+            break
         if a > t:
             yield t, a
         t = max(t, b)
@@ -440,9 +444,13 @@ def instance_ledger(
         days.spread(v_lo, v_hi, "ebs_usd", _ebs(monthly.usd))
         if monthly.partial:
             days.partial.update(d for d, _, _ in _days(max(v_lo, lo), min(v_hi, hi)))
+    ends = [b for _, b, _ in segments]
     for idle in record.idle:
         i_lo, i_hi = _ts(idle.start), _end(idle, end)
-        for a, b, count in segments:
+        for k in range(bisect_right(ends, i_lo), len(segments)):
+            a, b, count = segments[k]
+            if a >= i_hi:
+                break
             if max(a, i_lo) < min(b, i_hi):
                 days.spread(max(a, i_lo), min(b, i_hi), "idle_seconds", _seconds)
                 days.spread(max(a, i_lo), min(b, i_hi), "idle_usd", _avoidable(steps, count))
@@ -477,15 +485,21 @@ def _savings(
     and public IPv4 from the stop until it next started, capped at the horizon."""
     segments = [seg for run in runs for seg in run]
     running = [(a, b) for a, b, _ in segments]
+    begins, ends = [a for a, _ in running], [b for _, b in running]
     starts = [run[0][0] for run in runs]
     stops = sorted(_ts(s) for s in record.watchdog_stops)
     for n, stop in enumerate(stops):
         days.put(stop, "stops_by_watchdog", 1)
-        following = [a for a in starts if a > stop][:1] + stops[n + 1 : n + 2]
-        cut = min([stop + int(horizon_hours * 3600), now, *following])
-        before = [count for a, _, count in segments if a <= stop]
-        for a, b in _gaps(running, stop, cut):
-            days.spread(a, b, "saved_usd", _avoidable(steps, before[-1] if before else 0))
+        cut = min(stop + int(horizon_hours * 3600), now)
+        following = bisect_right(starts, stop)
+        if following < len(starts):
+            cut = min(cut, starts[following])
+        if n + 1 < len(stops):
+            cut = min(cut, stops[n + 1])
+        last = bisect_right(begins, stop) - 1  # the last segment begun by the stop
+        count = segments[last][2] if last >= 0 else 0
+        for a, b in _gaps(running, bisect_right(ends, stop), stop, cut):
+            days.spread(a, b, "saved_usd", _avoidable(steps, count))
 
 
 def build(
