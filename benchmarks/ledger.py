@@ -4,7 +4,7 @@ Each instance works most days: started in the morning, idle spells from its
 heartbeats, stopped in the evening (by the watchdog one day in three), with a
 root volume and a data volume; a third are spot, their price changing every
 three hours; one in ten holds an Elastic IP. Input building is not timed:
-only ``ledger.build`` and ``ledger.report_json`` are, and tracemalloc's peak
+only ``ledger.build`` and ``ledger_report.report_json`` are, and tracemalloc's peak
 is taken over the same calls in a separate run (it slows what it watches).
 
     python benchmarks/ledger.py                    # 200 instances, 90 days
@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 
-from watchdog.core import ledger
+from watchdog.core import ledger, ledger_report
 from watchdog.core.costs import Price, Volume
 from watchdog.core.ledger import InstanceRecord, Span, SpotPoint, StateChange, VolumeSpan
 
@@ -72,7 +72,7 @@ def history(n: int, days: int, rng: random.Random) -> InstanceRecord:
 
 def run(records: list[InstanceRecord], days: int) -> int:
     built = ledger.build(records, END - timedelta(days=days), END, END)
-    return len(ledger.report_json(built)["instances"])
+    return len(ledger_report.report_json(built)["instances"])
 
 
 def main() -> int:

@@ -22,11 +22,12 @@ from watchdog.core.ledger import (
     VolumeSpan,
     add,
     build,
+    hourly_rates,
     instance_ledger,
     parse_transition_time,
-    report_json,
     state_changes,
 )
+from watchdog.core.ledger_report import report_json
 
 
 def at(day: int, hour: float) -> datetime:
@@ -251,6 +252,19 @@ def test_elastic_ips_bill_while_allocated_even_stopped() -> None:
     assert instance_ledger(record, at(1, 0), at(2, 0), at(2, 0)).total.ipv4_usd == pytest.approx(
         0.05
     )
+
+
+def test_hourly_rates_for_status_and_the_stop_notification() -> None:
+    record = replace(gp3_instance(), elastic_ips=(Span(at(1, 0)),))
+    rates = hourly_rates(record, at(1, 10))
+    assert rates.compute_usd == 1.006 and rates.price == Price(1.006, "bundled")
+    assert rates.ipv4_usd == pytest.approx(2 * 0.005)  # its public IPv4 and an Elastic IP
+    assert rates.ebs_usd == pytest.approx(40 / 720)  # June: 720 hours
+    assert rates.stop_saves_usd == pytest.approx(1.006 + 0.005)  # EBS and the EIP stay
+    far = hourly_rates(unknown_region_instance(), at(2, 10))
+    assert far.compute_usd is None and far.ebs_usd is None and far.stop_saves_usd is None
+    spot = hourly_rates(spot_instance(), at(2, 12))
+    assert spot.price == Price(0.5, "spot-history", "2026-06-02T11:30:00Z")
 
 
 # --- from what scans saw -----------------------------------------------------------

@@ -31,14 +31,12 @@ from typing import Any
 
 from watchdog.core import billing
 from watchdog.core.costs import (
-    EBS_SOURCE,
     IPV4_USD_PER_HOUR,
     Price,
     Volume,
     month_seconds,
     volume_month_usd,
 )
-from watchdog.core.timeutil import iso
 
 #: ``[billing] savings_horizon_hours`` default. A saving runs from a stop until
 #: the instance next starts, but nobody knows how long a forgotten machine
@@ -371,6 +369,7 @@ _Run = list[tuple[int, int, int]]  # (start, end, public IPv4) segments of one b
 def _runs(changes: Sequence[StateChange], now: int) -> list[_Run]:
     """Billed runs up to ``now``, whole (not cut at the window: minimums need the run)."""
     runs: list[_Run] = []
+    changes = sorted(changes, key=lambda c: c.at)  # stable: ties keep their order
     for i, change in enumerate(changes):
         start = _ts(change.at)
         if start >= now:
@@ -520,82 +519,33 @@ def build(
     return Ledger(start, end, savings_horizon_hours, instances)
 
 
-# --- report --json, version 1 -------------------------------------------------------
+@dataclass(frozen=True)
+class HourlyRates:
+    """What an hour costs at one moment; ``stop_saves_usd`` is what stopping avoids."""
+
+    compute_usd: float | None
+    ipv4_usd: float  # auto-assigned addresses while running, plus Elastic IPs
+    ebs_usd: float | None  # billed running or stopped
+    stop_saves_usd: float | None  # compute and auto-assigned IPv4: what a stop avoids
+    price: Price
 
 
-def _usd(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def notes(ledger: Ledger) -> list[str]:
-    """How each figure was counted, in words the report prints beside it."""
-    hours = f"{ledger.savings_horizon_hours:g}"
-    out = [
-        "Saved is an estimate: each stop made by idle-watchdog counts what the instance "
-        "would have cost running on (compute and public IPv4, at the price in effect) from "
-        f"the stop until it next started, at most {hours} h ([billing] "
-        "savings_horizon_hours). EBS keeps billing while stopped, so it is not saved.",
-        "Compute: only running time is billed, per second with a 60 s minimum per start "
-        "(Linux, Windows, RHEL, Ubuntu Pro) or per started hour (other platforms); spot at "
-        "the price in effect each second (DescribeSpotPriceHistory in the instance's zone).",
-        "EBS: every attached volume by type, size, IOPS and throughput, running or stopped, "
-        f"prorated over the calendar month ({EBS_SOURCE}).",
-        f"Public IPv4: ${IPV4_USD_PER_HOUR}/h per address while running; Elastic IPs for as "
-        "long as they are allocated.",
-        "Idle: running time the instance's heartbeats reported idle, at its compute and "
-        "public IPv4 cost.",
-        "Start and stop times come from LaunchTime and StateTransitionReason where EC2 gives "
-        "them, else from the pass that saw the change; a stop no pass saw counts as running.",
-    ]
-    if ledger.totals().partial:
-        out.append(
-            "Partial: some prices are unknown (null), never guessed; totals add up only the "
-            "known amounts."
-        )
-    return out
-
-
-def report_json(ledger: Ledger) -> dict[str, Any]:
-    """The ``report --json`` document, version 1 (its shape is a promise to other tools)."""
-    instances = []
-    for inst in ledger.instances:
-        t = inst.total
-        instances.append(
-            {
-                "region": inst.region,
-                "id": inst.id,
-                "name": inst.name,
-                "type": inst.type,
-                "lifecycle": inst.lifecycle,
-                "running_seconds": t.running_seconds,
-                "billed_seconds": t.billed_seconds,
-                "idle_seconds": t.idle_seconds,
-                "compute_usd": _usd(t.compute_usd),
-                "ebs_usd": _usd(t.ebs_usd),
-                "ipv4_usd": _usd(t.ipv4_usd),
-                "total_usd": _usd(t.total_usd),
-                "idle_usd": _usd(t.idle_usd),
-                "stops_by_watchdog": t.stops_by_watchdog,
-                "saved_usd": _usd(t.saved_usd),
-                "price_per_hour": inst.price.usd_per_hour,
-                "price_source": inst.price.source,
-            }
-        )
-    totals = ledger.totals()
-    return {
-        "version": 1,
-        "since": iso(ledger.since),
-        "until": iso(ledger.until),
-        "currency": "USD",
-        "instances": instances,
-        "totals": {
-            "compute_usd": _usd(totals.compute_usd),
-            "ebs_usd": _usd(totals.ebs_usd),
-            "ipv4_usd": _usd(totals.ipv4_usd),
-            "total_usd": _usd(totals.total_usd),
-            "idle_usd": _usd(totals.idle_usd),
-            "saved_usd": _usd(totals.saved_usd),
-            "partial": totals.partial,
-        },
-        "notes": notes(ledger),
-    }
+def hourly_rates(record: InstanceRecord, at: datetime) -> HourlyRates:
+    """The instance's cost per hour at ``at`` (for ``status`` and the stop notification),
+    as if running; EBS at the rate of ``at``'s month."""
+    t = _ts(at)
+    steps, source = _compute_prices(record)
+    compute = steps.at(t)
+    runs = [c for c in record.changes if _ts(c.at) <= t and _billed(c)]
+    public = runs[-1].public_ipv4 if runs else 0  # as of its latest run
+    held = sum(1 for e in record.elastic_ips if _ts(e.start) <= t < _end(e, t + 1))
+    ebs: float | None = 0.0
+    for attached in record.volumes:
+        if _ts(attached.span.start) <= t < _end(attached.span, t + 1):
+            monthly = volume_month_usd(attached.volume, record.region).usd
+            ebs = (
+                None if monthly is None or ebs is None else ebs + monthly * 3600 / month_seconds(at)
+            )
+    ipv4 = (public + held) * IPV4_USD_PER_HOUR
+    saves = None if compute is None else compute + public * IPV4_USD_PER_HOUR
+    return HourlyRates(compute, ipv4, ebs, saves, _current_price(record, steps, source, t))
