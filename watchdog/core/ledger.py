@@ -110,7 +110,7 @@ class InstanceRecord:
     id: str
     type: str
     platform: str  # PlatformDetails; decides per-second or per-hour billing
-    changes: tuple[StateChange, ...]  # in time order; ties keep their given order
+    changes: tuple[StateChange, ...]  # sorted by time here; ties keep their given order
     on_demand: Price = field(default_factory=Price.unknown)
     lifecycle: str = "on-demand"  # on-demand | spot
     name: str = ""
@@ -149,7 +149,7 @@ _COUNTS = ("running_seconds", "billed_seconds", "idle_seconds", "stops_by_watchd
 
 def add(a: Costs, b: Costs, *, known_only: bool = False) -> Costs:
     """``a + b``; an unknown amount stays unknown unless ``known_only`` (then partial)."""
-    values: dict[str, object] = {k: getattr(a, k) + getattr(b, k) for k in _COUNTS}
+    values: dict[str, Any] = {k: getattr(a, k) + getattr(b, k) for k in _COUNTS}
     partial = a.partial or b.partial
     for key in _AMOUNTS:
         x, y = getattr(a, key), getattr(b, key)
@@ -158,7 +158,7 @@ def add(a: Costs, b: Costs, *, known_only: bool = False) -> Costs:
             values[key] = None if not known_only else (x or 0.0) + (y or 0.0)
         else:
             values[key] = x + y
-    return Costs(a.day if a.day == b.day else None, partial=partial, **values)  # type: ignore[arg-type]
+    return Costs(a.day if a.day == b.day else None, partial=partial, **values)
 
 
 @dataclass(frozen=True)
