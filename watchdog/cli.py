@@ -228,22 +228,12 @@ def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.aws.ec2 import scan_regions
-    from watchdog.core.policy import plan
     from watchdog.desktop import status
     from watchdog.desktop.store import Store
 
     now = utcnow()
-    scans = scan_regions(_api(cfg), cfg.aws.regions, cfg.aws.max_workers)
-    store, dry = Store(configmod.database_path(cfg)), cfg.scheduler.dry_run
-    warned, noticed = store.last_told("warn", dry_run=dry), store.last_told("notice", dry_run=dry)
-    planned = [
-        p
-        for s in scans
-        for p in plan(s.instances, s.spot_requests, now, cfg, warned=warned, noticed=noticed)
-    ]
+    planned, errors = status.survey(_api(cfg), Store(configmod.database_path(cfg)), cfg, now)
     data = status.rows(planned, now, cfg, args.family)
-    errors = {s.region: s.error for s in scans if s.error}
     if args.json:
         print(json.dumps({"now": iso(now), "rows": data, "region_errors": errors}, indent=2))
     else:
