@@ -59,7 +59,7 @@ def test_the_warning_says_what_when_and_why_with_buttons() -> None:
     assert msg.title == "nb stops in 10m"
     assert msg.body.splitlines() == [
         "Idle since 15:38: no GPU, notebook, terminal, process or transfer activity.",
-        "Stops at 16:10 unless you keep it. $1.01/h.",
+        "Costs $1.01/h; stops at 16:10 unless you keep it.",
     ]
     assert [(b.label, b.action) for b in msg.buttons] == [
         ("Keep 1h", "keep:1h"),
@@ -82,7 +82,7 @@ def test_the_warning_names_the_day_when_it_is_not_today_and_uses_the_id_without_
     (msg,) = messages([item], [("i-0abc", "warn", True, "")], late, CFG)
     assert msg.title == "i-0abc stops in 20m"
     assert msg.body.startswith("Idle since 22 Nov 23:20: ")
-    assert msg.body.splitlines()[1] == "Stops at 24 Nov 00:10 unless you keep it. price unknown."
+    assert msg.body.splitlines()[1] == "Stops at 24 Nov 00:10 unless you keep it."
 
 
 def test_the_warning_stays_short_enough_for_a_notification_bubble() -> None:

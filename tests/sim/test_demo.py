@@ -49,5 +49,5 @@ def test_the_warning_shows_local_wall_clock_times(passes: list[str]) -> None:
     assert "notification: forgotten-notebook stops in 10m" in first
     assert re.search(r"\n    Idle since (\d+ \w{3} )?\d\d:\d\d: no GPU", first)
     assert re.search(
-        r"\n    Stops at (\d+ \w{3} )?\d\d:\d\d unless you keep it\. \$0\.53/h\.", first
+        r"\n    Costs \$0\.53/h; stops at (\d+ \w{3} )?\d\d:\d\d unless you keep it\.", first
     )

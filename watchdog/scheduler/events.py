@@ -77,10 +77,11 @@ def _label(subject: Instance | SpotRequest) -> str:
     return f"{name} ({subject.id})" if name else subject.id
 
 
-def _price(inst: Instance | SpotRequest, cfg: Config) -> str:
+def _price(inst: Instance | SpotRequest, cfg: Config) -> str | None:
+    """``$1.01/h``, or None for a type and region the price table lacks."""
     itype = inst.type if isinstance(inst, Instance) else inst.instance_type
     price = billing.hourly_price(itype, inst.region, cfg.billing.prices)
-    return "price unknown" if price is None else f"${price:.2f}/h"
+    return None if price is None else f"${price:.2f}/h"
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -99,9 +100,10 @@ def _warning(item: Planned, now: datetime, cfg: Config) -> Message:
     assert isinstance(inst, Instance)
     at = d.stop_at or now
     since = clock(d.idle_since, now) if d.idle_since else "its start"
-    body = (
-        f"Idle since {since}: {IDLE_WHY}.\n"
-        f"Stops at {clock(at, now)} unless you keep it. {_price(inst, cfg)}."
+    price = _price(inst, cfg)
+    stops = f"stops at {clock(at, now)} unless you keep it."
+    body = f"Idle since {since}: {IDLE_WHY}.\n" + (
+        f"Costs {price}; {stops}" if price else "S" + stops[1:]
     )
     return Message(
         f"warn:{inst.id}",
@@ -122,8 +124,9 @@ def _stopped(item: Planned, cfg: Config) -> Message:
     return Message(
         f"stopped:{inst.id}",
         f"{verb} {inst.name or inst.id}",
-        f"{d.reason[:1].upper()}{d.reason[1:]}. Saves {_price(inst, cfg)}.\n"
-        "Its disks are kept: start it again when you need it.",
+        f"{d.reason[:1].upper()}{d.reason[1:]}."
+        + (f" Saves {price}." if (price := _price(inst, cfg)) else "")
+        + "\nIts disks are kept: start it again when you need it.",
         target=inst.id,
         region=inst.region,
     )
