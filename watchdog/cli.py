@@ -180,7 +180,7 @@ def _credentials_problem(cfg: Config) -> str | None:
 def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily: fast --help
     from watchdog.aws.ec2 import Boto3Ec2
 
-    return Boto3Ec2(profile=cfg.aws.profile)
+    return Boto3Ec2.from_config(cfg.aws)  # its profile, timeouts and attempts
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
