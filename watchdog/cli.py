@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KEEP_MAX_DAYS = 365  # the longest `keep --for`: the one limit, in its help and its error
-NO_CREDENTIALS = (
-    "no AWS credentials found: run `aws configure` (access keys) or `aws sso login` "
-    "(IAM Identity Center), or set AWS_PROFILE (or [aws] profile in the idle-watchdog "
-    "config) to a profile that has them"
-)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -159,22 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _credentials_problem(cfg: Config) -> str | None:
     """Why AWS calls cannot even be signed (no credentials, an unknown profile), or None.
 
-    Checked before a command's first call, so the person reads what to do instead of a
-    botocore traceback, a JSON log line or a misleading "not found".
+    Checked before a command's first call, so the person reads what to do (in the
+    launcher's words) instead of a botocore traceback, a JSON log line or a misleading
+    "not found". Resolved locally: no API call.
     """
-    import boto3
-    from botocore.exceptions import BotoCoreError, ProfileNotFound
+    from watchdog.aws.errors import AwsError
+    from watchdog.aws.launching import LauncherAws
+    from watchdog.launch.errors import explain
 
     try:
-        credentials = boto3.Session(profile_name=cfg.aws.profile or None).get_credentials()
-    except ProfileNotFound as exc:
-        return (
-            f"{exc}: name a profile from ~/.aws/config in AWS_PROFILE or [aws] profile "
-            "(`aws configure list-profiles` lists them)"
-        )
-    except BotoCoreError as exc:  # e.g. an SSO profile whose login has expired
-        return f"AWS credentials unusable: {exc} (with SSO, run `aws sso login`)"
-    return NO_CREDENTIALS if credentials is None else None
+        LauncherAws.from_profile(cfg.aws.profile).check_credentials()
+    except AwsError as exc:
+        return explain(exc.code, exc.message)
+    return None
 
 
 def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily: fast --help
