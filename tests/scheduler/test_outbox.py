@@ -63,6 +63,11 @@ class Desktop:
         return [m.key.split(":")[0] for m in self.shown]
 
 
+def at(moment: datetime) -> Callable[[], datetime]:
+    """The outbox's clock, stopped at ``moment``."""
+    return lambda: moment
+
+
 def stopped(iid: str) -> bool:
     return state(REGION, iid) in ("stopping", "stopped")
 
@@ -73,7 +78,7 @@ def test_a_warning_that_was_never_delivered_never_lets_the_stop_happen(store: St
     for minutes in (25, 35, 45, 60):
         now = idle.at(minutes)
         run_pass(api, store, CFG, now)
-        deliver(store, desktop, lambda now=now: now)
+        deliver(store, desktop, at(now))
     assert not stopped(idle.id)
     assert [m.key for _, m in store.pending()] == [f"warn:{idle.id}"]  # one, kept fresh
     assert store.last_told("warn", dry_run=False) == {}
@@ -122,7 +127,7 @@ def test_a_pending_warning_is_dropped_when_the_machine_goes_back_to_work(store: 
 def refuse_stops(api: Boto3Ec2, code: Callable[[], str]) -> None:
     """Fault moto cannot produce: AWS refuses StopInstances with ``code()`` (HTTP layer)."""
 
-    def refuse(request: Any, **_: object) -> AWSResponse | None:
+    def refuse(request: Any, **_: object) -> Any:
         body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
         if "Action=StopInstances" not in body or not code():
             return None
@@ -148,7 +153,7 @@ def test_a_permanent_stop_failure_is_told_once_per_cause_and_again_when_it_works
         now = idle.at(minutes)
         report = run_pass(api, store, NO_WARNING, now)
         assert [(d.kind, d.ok) for d in report.done] == [("stop", False)]  # retried each pass
-        told += [m.title for m in deliver(store, desktop, lambda now=now: now).sent]
+        told += [m.title for m in deliver(store, desktop, at(now)).sent]
     assert told == [f"Could not stop nb ({idle.id})"]
 
     cause[0] = "IncorrectInstanceState"  # another cause: told again
@@ -187,7 +192,7 @@ def test_a_region_that_cannot_be_scanned_is_told_once_and_when_it_recovers(
         down[0] = is_down
         now = start + timedelta(minutes=minute)
         run_pass(Flaky(), store, CFG, now)
-        deliver(store, desktop, lambda now=now: now)
+        deliver(store, desktop, at(now))
     assert [m.title for m in desktop.shown] == [
         f"Cannot watch {REGION}",
         f"Watching {REGION} again",

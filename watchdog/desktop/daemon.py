@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -59,7 +60,7 @@ class Daemon:
         *,
         dry_run: bool | None = None,
         notifier: Notifier | None = None,
-        config_path: str | None = None,
+        config_path: str | Path | None = None,
     ):
         self.api, self.store, self.cfg, self.dry_run = api, store, cfg, dry_run
         self.notifier = notifier
@@ -190,7 +191,7 @@ class Daemon:
         ]
         log.info(
             "config reloaded",
-            path=self.config_path or str(configmod.default_path() or ""),
+            path=str(self.config_path or configmod.default_path() or ""),
             regions=list(new.aws.regions),
             poll_seconds=new.scheduler.poll_seconds,
             dry_run=new.scheduler.dry_run if self.dry_run is None else self.dry_run,

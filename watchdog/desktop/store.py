@@ -341,8 +341,10 @@ class Store:
         return [(row_id, loads(text)) for row_id, text in rows]
 
     def mark_sent(self, outbox_id: int, at: datetime) -> None:
+        """To the microsecond: a stop waits ``warn_minutes`` after this, never a second less."""
         self._write(
-            "UPDATE outbox SET sent_at=?, attempts=attempts+1 WHERE id=?", (_t(at), outbox_id)
+            "UPDATE outbox SET sent_at=?, attempts=attempts+1 WHERE id=?",
+            (at.astimezone(timezone.utc).isoformat(timespec="microseconds"), outbox_id),
         )
 
     def mark_failed(self, outbox_id: int, at: datetime, error: str) -> None:
