@@ -185,6 +185,7 @@ class Daemon:
             key
             for key, before, after in (
                 ("notify.backend", old.notify.backend, new.notify.backend),
+                ("aws.profile", old.aws.profile, new.aws.profile),
                 ("scheduler.database", old.scheduler.database, new.scheduler.database),
             )
             if before != after
@@ -223,9 +224,14 @@ class Daemon:
         except (AwsError, ValueError, OverflowError) as exc:
             kind = "keep" if action.startswith("keep:") else "stop"
             ok, detail = False, f"{action} from a notification failed: {exc}"
-        with self._lock:
-            self.store.record_action(now, region, target, kind, ok=ok, detail=detail, dry_run=False)
         log.warning("button pressed", target=target, action=action, ok=ok, detail=detail)
+        try:
+            with self._lock:
+                self.store.record_action(
+                    now, region, target, kind, ok=ok, detail=detail, dry_run=False
+                )
+        except HistoryUnwritable as exc:  # done on AWS; only the record is missing
+            log.error("button action not recorded", target=target, error=str(exc))
 
     def healthy(self) -> bool:
         """False when a pass has hung; systemd's watchdog then restarts us."""
