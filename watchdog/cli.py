@@ -21,7 +21,6 @@ from watchdog.core.timeutil import human, iso, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from watchdog.agent.imds import Identity
-    from watchdog.scheduler.notifier import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KEEP_MAX_DAYS = 365  # the longest `keep --for`: the one limit, in its help and its error
@@ -175,32 +174,34 @@ def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily:
     return Boto3Ec2.from_config(cfg.aws)  # its profile, timeouts and attempts
 
 
+#: ``run --once`` while another pass over the same history runs (sysexits' EX_TEMPFAIL).
+EXIT_BUSY = 75
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from watchdog.desktop.daemon import Daemon
+    from watchdog.desktop.lock import Busy
     from watchdog.desktop.store import Store
-    from watchdog.scheduler import run_pass, tell
+    from watchdog.scheduler.history import HistoryUnwritable
 
-    store = Store(configmod.database_path(cfg))
     dry = True if args.dry_run else None
-    if args.once:
-        report = run_pass(_api(cfg), store, cfg, utcnow(), dry_run=dry)
-        messages = tell(report, store, cfg)
-        if messages:
-            asyncio.run(_send_all(messages, cfg))
-        failed = bool(report.failed_regions) or any(not d.ok for d in report.done)
-        return EXIT_FAILED if failed else EXIT_OK
-    asyncio.run(Daemon(_api(cfg), store, cfg, dry_run=dry).serve())
-    return EXIT_OK
-
-
-async def _send_all(messages: Sequence[Message], cfg: Config) -> None:
-    """For ``run --once``: show them and go (buttons need the daemon's loop to act)."""
-    from watchdog.desktop import notify
-
-    notifier = await notify.choose(cfg.notify.backend)
-    for message in messages:
-        await notifier.send(message)
-    await notifier.aclose()
+    try:
+        store = Store(configmod.database_path(cfg))
+        daemon = Daemon(
+            _api(cfg), store, cfg, dry_run=dry, config_path=getattr(args, "config", None)
+        )
+        if not args.once:
+            asyncio.run(daemon.serve())
+            return EXIT_OK
+        report = asyncio.run(daemon.once())
+    except Busy as exc:
+        print(f"idle-watchdog: {exc}. Nothing done; try again when it ends.", file=sys.stderr)
+        return EXIT_BUSY
+    except HistoryUnwritable as exc:
+        print(f"idle-watchdog: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    failed = bool(report.failed_regions) or any(not d.ok for d in report.done)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_install_service(args: argparse.Namespace, cfg: Config) -> int:

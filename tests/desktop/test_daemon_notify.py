@@ -127,8 +127,11 @@ def test_ten_passes_over_the_same_idle_instance_send_one_warning(
     async def scenario(daemon: Daemon) -> None:
         await in_thread(notification_server.wait_for_calls, 1, 15.0)
         for _ in range(9):
-            await in_thread(daemon.tick)
-        await asyncio.sleep(0.5)  # anything sent would have arrived by now
+            await in_thread(daemon.tick)  # returns once its outbox was delivered or failed
 
-    with_daemon(tmp_path, scenario)
+    store = with_daemon(tmp_path, scenario)
+    assert [(key.split(":")[0], sent is not None) for key, _, sent, _ in store.outbox()] == [
+        ("warn", True)
+    ]
+    assert store.pending() == []
     assert len(notification_server.calls()) == 1

@@ -7,6 +7,7 @@ button presses arrive on it as D-Bus signals while the test awaits them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import sys
@@ -74,9 +75,15 @@ class Presses:
         self.loops.append(asyncio.get_running_loop())
         self.event.set()
 
-    async def wait(self, timeout: float = 5.0) -> list[str]:
+    async def wait(self, barrier: Notifier | None = None, timeout: float = 5.0) -> list[str]:
+        """The presses, once one arrived. A press is followed by NotificationClosed, which
+        must not act again: with a ``barrier`` (the D-Bus backend that got the press), one
+        more message is sent through it, and the server's reply to it comes after that
+        signal on the same connection, so a second action would be in by then. notify-send
+        needs none: it acts once its process has exited."""
         await asyncio.wait_for(self.event.wait(), timeout)
-        await asyncio.sleep(0.1)  # NotificationClosed follows: it must not act again
+        if barrier is not None:
+            assert await asyncio.wait_for(barrier.send(STOPPED), timeout)
         return self.actions
 
 
@@ -95,7 +102,7 @@ def test_log_backend_logs_one_line_per_message_and_never_acts() -> None:
 
     async def scenario() -> None:
         backend = LogBackend()
-        await backend.send(WARN, pressed.append)
+        assert await backend.send(WARN, pressed.append) is True  # the line is the delivery
         await backend.aclose()
 
     with capture_logs() as logs:
@@ -140,7 +147,7 @@ def test_desktop_shows_the_message_and_a_press_calls_back(
             assert call["urgency"] == 2  # critical
 
             notification_server.press(call["id"], "keep:1h")
-            assert await presses.wait() == ["keep:1h"]
+            assert await presses.wait(backend) == ["keep:1h"]
             assert presses.loops == [asyncio.get_running_loop()]
         finally:
             await backend.aclose()
@@ -173,8 +180,8 @@ def test_desktop_failure_is_logged_not_raised_and_the_next_send_works(
         backend = DesktopBackend()
         try:
             notification_server.fail_next(text="server on fire")
-            await backend.send(WARN)
-            await backend.send(STOPPED)
+            assert await backend.send(WARN) is False  # not shown: the outbox keeps it
+            assert await backend.send(STOPPED) is True
         finally:
             await backend.aclose()
 
@@ -199,7 +206,7 @@ def test_desktop_without_a_server_logs_and_recovers_when_one_appears(session_bus
                 await backend.send(WARN, presses)
                 (call,) = server.calls()
                 server.press(call["id"], "stop")
-                return await presses.wait()
+                return await presses.wait(backend)
         finally:
             await backend.aclose()
 
@@ -225,17 +232,20 @@ def test_desktop_survives_its_bus_going_away(
             with run_bus(first) as address:
                 monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
                 with run_fake_notifications(address) as server:
-                    await backend.send(STOPPED)
+                    assert await backend.send(STOPPED) is True
                     assert len(server.calls()) == 1
-            await asyncio.sleep(0.1)  # the loop notices the connection is gone
-            await backend.send(WARN)  # no bus at all now
+                    bus = backend._bus()
+                    assert bus is not None
+            with contextlib.suppress(Exception):  # ends with the error that closed it
+                await asyncio.wait_for(bus.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
+            assert await backend.send(WARN) is False  # no bus at all now
             with run_bus(second) as address:
                 monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
                 with run_fake_notifications(address) as server:
                     await backend.send(WARN, presses)
                     (call,) = server.calls()
                     server.press(call["id"], "keep:1h")
-                    return await presses.wait()
+                    return await presses.wait(backend)
         finally:
             await backend.aclose()
 

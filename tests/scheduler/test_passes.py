@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -24,6 +24,7 @@ from tests.helpers import (
 )
 from watchdog.aws.ec2 import AwsError, Boto3Ec2
 from watchdog.aws.fake import set_spot_request_state
+from watchdog.config import Config
 from watchdog.core.fleet import (
     TAG_EXEMPT,
     TAG_IDLE_MINUTES,
@@ -33,12 +34,21 @@ from watchdog.core.fleet import (
 )
 from watchdog.core.timeutil import iso
 from watchdog.desktop.store import Store
-from watchdog.scheduler import run_pass
+from watchdog.scheduler import PassReport, run_pass, tell
 
 pytestmark = pytest.mark.usefixtures("aws")
 
 REGIONS = ("us-east-1", "eu-west-1")
 CFG = config(aws={"regions": REGIONS}, idle={"minutes": 30, "warn_minutes": 10})
+
+
+def delivered_pass(
+    api: Boto3Ec2, store: Store, cfg: Config, now: datetime, *, dry_run: bool | None = None
+) -> PassReport:
+    """A pass, then its outbox shown at once (as a desktop would, at the pass's ``now``)."""
+    report = run_pass(api, store, cfg, now, dry_run=dry_run)
+    tell(report, store, cfg)
+    return report
 
 
 @pytest.fixture
@@ -124,7 +134,7 @@ def test_pass_warns_then_stops_exactly_the_idle_managed_instances(store: Store) 
     api = Boto3Ec2()
 
     fleet.agents_at(25)
-    first = run_pass(api, store, CFG, fleet.start + timedelta(minutes=25))
+    first = delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=25))
     warned = {d.target for d in first.done if d.kind == "warn"}
     assert warned == {fleet.idle_east, fleet.idle_west}
     noticed = {d.target for d in first.done if d.kind == "notice"}
@@ -133,7 +143,7 @@ def test_pass_warns_then_stops_exactly_the_idle_managed_instances(store: Store) 
     assert fleet.open_requests() == {fleet.healthy_request}, "orphan cancelled at once"
 
     fleet.agents_at(35)
-    second = run_pass(api, store, CFG, fleet.start + timedelta(minutes=35))
+    second = delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=35))
     assert {d.target for d in second.done if d.kind == "stop"} == {fleet.idle_east, fleet.idle_west}
     states = fleet.states()
     stopped = {iid for iid, s in states.items() if s in ("stopping", "stopped")}
@@ -148,9 +158,9 @@ def test_second_pass_over_the_same_state_does_nothing_new(store: Store) -> None:
     api = Boto3Ec2()
     for minutes in (25, 35):
         fleet.agents_at(minutes)
-        run_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
+        delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
     fleet.agents_at(36)
-    again = run_pass(api, store, CFG, fleet.start + timedelta(minutes=36))
+    again = delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=36))
     assert again.done == []
 
 
@@ -160,7 +170,9 @@ def test_dry_run_decides_everything_and_changes_nothing(store: Store) -> None:
     kinds: set[str] = set()
     for minutes in (25, 35):
         fleet.agents_at(minutes)
-        report = run_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes), dry_run=True)
+        report = delivered_pass(
+            api, store, CFG, fleet.start + timedelta(minutes=minutes), dry_run=True
+        )
         kinds |= {d.kind for d in report.done}
     assert kinds == {"warn", "notice", "stop", "cancel"}
     assert all(s == "running" for s in fleet.states().values())
@@ -174,7 +186,7 @@ def test_warn_minutes_zero_stops_at_the_threshold_without_a_warning(store: Store
     fleet = Fleet()
     cfg = config(aws={"regions": REGIONS}, idle={"minutes": 30, "warn_minutes": 0})
     fleet.agents_at(32)
-    report = run_pass(Boto3Ec2(), store, cfg, fleet.start + timedelta(minutes=32))
+    report = delivered_pass(Boto3Ec2(), store, cfg, fleet.start + timedelta(minutes=32))
     assert {d.target for d in report.done if d.kind == "stop"} == {fleet.idle_east, fleet.idle_west}
     assert not [d for d in report.done if d.kind == "warn" and d.target == fleet.idle_east]
 
@@ -185,14 +197,14 @@ def test_an_instance_found_long_past_its_threshold_is_warned_before_it_stops(
     """The laptop slept for hours: the first pass warns, the stop waits for the lead time."""
     fleet = Fleet()
     fleet.agents_at(300)
-    late = run_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=300))
+    late = delivered_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=300))
     assert not [d for d in late.done if d.kind == "stop"]
     assert fleet.long_threshold in {d.target for d in late.done if d.kind == "warn"}
     fleet.agents_at(305)
-    soon = run_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=305))
+    soon = delivered_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=305))
     assert not [d for d in soon.done if d.kind == "stop"]
     fleet.agents_at(310)
-    after = run_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=310))
+    after = delivered_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=310))
     assert fleet.long_threshold in {d.target for d in after.done if d.kind == "stop"}
 
 
@@ -200,10 +212,10 @@ def test_warnings_survive_a_restart_of_the_scheduler(tmp_path: Path) -> None:
     fleet = Fleet()
     fleet.agents_at(25)
     first = Store(tmp_path / "h.sqlite3")
-    run_pass(Boto3Ec2(), first, CFG, fleet.start + timedelta(minutes=25))
+    delivered_pass(Boto3Ec2(), first, CFG, fleet.start + timedelta(minutes=25))
     first.close()
     fleet.agents_at(35)
-    report = run_pass(
+    report = delivered_pass(
         Boto3Ec2(), Store(tmp_path / "h.sqlite3"), CFG, fleet.start + timedelta(minutes=35)
     )
     assert fleet.idle_east in {d.target for d in report.done if d.kind == "stop"}
@@ -226,7 +238,7 @@ def test_a_region_that_fails_is_reported_and_the_others_proceed(store: Store) ->
     api = OneRegionDown()
     for minutes in (25, 35):
         fleet.agents_at(minutes)
-        report = run_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
+        report = delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
     assert [s.region for s in report.failed_regions] == [REGIONS[1]]
     assert "Could not connect" in report.failed_regions[0].error
     assert state(REGIONS[0], fleet.idle_east) in ("stopping", "stopped")
@@ -252,7 +264,7 @@ def test_a_failing_stop_does_not_block_the_next_instance(store: Store) -> None:
     client.meta.events.register("before-send.ec2", refuse)
     for minutes in (25, 35):
         fleet.agents_at(minutes)
-        report = run_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
+        report = delivered_pass(api, store, CFG, fleet.start + timedelta(minutes=minutes))
     stops = {d.target: d for d in report.done if d.kind == "stop"}
     assert not stops[fleet.idle_east].ok
     assert "UnauthorizedOperation" in stops[fleet.idle_east].detail
@@ -299,7 +311,7 @@ def test_a_keep_pressed_after_the_scan_calls_off_the_stop(store: Store) -> None:
     """The stop is decided again on a fresh read of the instance just before it is made."""
     fleet = Fleet()
     fleet.agents_at(25)
-    run_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=25))  # the warning
+    delivered_pass(Boto3Ec2(), store, CFG, fleet.start + timedelta(minutes=25))  # the warning
 
     class KeptMeanwhile(Boto3Ec2):
         def scan(self, region: str) -> RegionScan:
@@ -311,7 +323,7 @@ def test_a_keep_pressed_after_the_scan_calls_off_the_stop(store: Store) -> None:
             return found
 
     fleet.agents_at(35)
-    report = run_pass(KeptMeanwhile(), store, CFG, fleet.start + timedelta(minutes=35))
+    report = delivered_pass(KeptMeanwhile(), store, CFG, fleet.start + timedelta(minutes=35))
     assert fleet.idle_east not in {d.target for d in report.done if d.kind == "stop"}
     assert state(REGIONS[0], fleet.idle_east) == "running"
     assert state(REGIONS[1], fleet.idle_west) in ("stopping", "stopped")
@@ -328,7 +340,7 @@ def test_a_stop_that_worked_is_not_reported_failed_when_its_tag_write_fails(
 
     for minutes in (25, 35):
         fleet.agents_at(minutes)
-        report = run_pass(NoTags(), store, CFG, fleet.start + timedelta(minutes=minutes))
+        report = delivered_pass(NoTags(), store, CFG, fleet.start + timedelta(minutes=minutes))
     stops = {d.target: d.ok for d in report.done if d.kind == "stop"}
     assert stops[fleet.idle_east] is True
     assert state(REGIONS[0], fleet.idle_east) in ("stopping", "stopped")

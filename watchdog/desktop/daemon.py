@@ -3,6 +3,12 @@
 APScheduler runs the first pass at start, never runs two at once, and runs
 a late pass at once instead of skipping it (a laptop waking from sleep),
 because idleness comes from the agents' timestamps, not from counting ticks.
+
+Each pass holds the history's file lock (``watchdog.desktop.lock``: one pass
+per history, whatever process), then delivers the outbox through the
+notifier. A history that cannot be written is told once, and its recovery
+once; a history deleted under us is reopened. SIGHUP reloads the config: a
+valid file takes effect at the next pass, an invalid one is told and ignored.
 """
 
 from __future__ import annotations
@@ -13,20 +19,29 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import structlog
 
+from watchdog import config as configmod
 from watchdog import sdnotify
 from watchdog.aws.ec2 import AwsError, Ec2Api
-from watchdog.config import Config
+from watchdog.config import Config, ConfigError
 from watchdog.core.fleet import TAG_KEEP_UNTIL
 from watchdog.core.timeutil import iso, parse_duration, utcnow
 from watchdog.desktop import notify
+from watchdog.desktop.lock import pass_lock
 from watchdog.desktop.store import Store
-from watchdog.scheduler import mark_stopped, run_pass, tell
+from watchdog.scheduler import PassReport, mark_stopped, run_pass
+from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message, Notifier
+from watchdog.scheduler.outbox import deliver
 
 log = structlog.get_logger("watchdog.desktop.daemon")
+
+#: How long a pass waits for one notification to be shown before trying it next pass.
+SEND_TIMEOUT = 30.0
 
 
 class Daemon:
@@ -45,39 +60,144 @@ class Daemon:
         *,
         dry_run: bool | None = None,
         notifier: Notifier | None = None,
+        config_path: str | Path | None = None,
     ):
         self.api, self.store, self.cfg, self.dry_run = api, store, cfg, dry_run
         self.notifier = notifier
+        self.config_path = config_path  # what SIGHUP reloads (None: the default location)
         self._pass_started: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: Any = None
         self._lock = threading.Lock()  # passes and button actions share the store
+        self._history_problem: str | None = None  # told once; its recovery told once
+        self._tasks: set[asyncio.Future[bool]] = set()
 
     def tick(self) -> None:
         self._pass_started = time.monotonic()
         try:
-            now = utcnow()
-            with self._lock:
-                report = run_pass(self.api, self.store, self.cfg, now, dry_run=self.dry_run)
-                self.store.prune(now)
-                messages = tell(report, self.store, self.cfg)
-            for message in messages:
-                self._send(message)
+            report = self.run(wait=True)
+            self._history_fine()
             sdnotify.notify(
                 "WATCHDOG=1",
-                f"STATUS=last pass {iso(now)}: {len(report.planned)} targets, "
+                f"STATUS=last pass {iso(report.now)}: {len(report.planned)} targets, "
                 f"{len(report.done)} actions, {len(report.failed_regions)} regions failed",
             )
+        except HistoryUnwritable as exc:
+            self._history_broken(exc)
         except Exception:
             log.exception("pass failed")
         finally:
             self._pass_started = None
 
-    def _send(self, message: Message) -> None:
-        """From the pass's thread: hand the message to the loop."""
+    def run(self, *, wait: bool) -> PassReport:
+        """One pass under the history's lock, then its outbox delivered (in a worker thread).
+
+        ``wait=False`` raises ``lock.Busy`` when another process is in a pass.
+        """
+        with pass_lock(self.store.path, wait=wait), self._lock:
+            if self._history_problem is not None:
+                self.store.reopen()  # a read-only connection never becomes writable
+            else:
+                self.store.reopen_if_replaced()
+            now = utcnow()
+            report = run_pass(self.api, self.store, self.cfg, now, dry_run=self.dry_run)
+            self.store.prune(now)
+            deliver(self.store, self._send_and_wait, utcnow)
+        return report
+
+    async def once(self) -> PassReport:
+        """``run --once``: one pass, its outbox sent before returning; never waits for
+        another process's pass (``lock.Busy``)."""
+        self._loop = loop = asyncio.get_running_loop()
+        if self.notifier is None:
+            self.notifier = await notify.choose(self.cfg.notify.backend)
+        try:
+            return await loop.run_in_executor(None, functools.partial(self.run, wait=False))
+        finally:
+            await self.notifier.aclose()
+
+    def _send_and_wait(self, message: Message) -> bool:
+        """From the pass's thread: show it on the loop, and say whether it was delivered."""
         if self.notifier is None or self._loop is None:
-            return
+            return False
         on_action = functools.partial(self._pressed, message)
-        asyncio.run_coroutine_threadsafe(self.notifier.send(message, on_action), self._loop)
+        sent = asyncio.run_coroutine_threadsafe(self.notifier.send(message, on_action), self._loop)
+        try:
+            return bool(sent.result(SEND_TIMEOUT))
+        except Exception as exc:  # timed out or broke its promise: pending, tried again
+            sent.cancel()
+            log.warning("notification not delivered", key=message.key, error=repr(exc))
+            return False
+
+    def _history_broken(self, exc: HistoryUnwritable) -> None:
+        if self._history_problem == str(exc):
+            return  # told already; each pass tries again quietly
+        self._history_problem = str(exc)
+        log.error("history cannot be written; nothing is stopped until it can", error=str(exc))
+        self._send_and_wait(
+            Message(
+                "history-unwritable",
+                "idle-watchdog is paused: it cannot write its history",
+                f"{str(exc)[0].upper()}{str(exc)[1:]}",
+                urgent=True,
+            )
+        )
+
+    def _history_fine(self) -> None:
+        if self._history_problem is None:
+            return
+        self._history_problem = None
+        log.warning("history writable again; passes resume", path=self.store.path)
+        self._send_and_wait(
+            Message(
+                "history-writable",
+                "idle-watchdog works again",
+                f"Its history {self.store.path} can be written again; idle machines are "
+                "warned and stopped as before.",
+            )
+        )
+
+    def reload(self) -> None:
+        """On SIGHUP (on the loop): a valid file takes effect at the next pass; an invalid
+        one is told, in the log and as a notification, and the running config is kept."""
+        try:
+            new = configmod.load(self.config_path)
+        except ConfigError as exc:
+            log.error("config not reloaded; keeping the running one", error=str(exc))
+            if self.notifier is not None:
+                message = Message(
+                    "config-invalid",
+                    "idle-watchdog kept its previous settings",
+                    f"The new config was not loaded: {exc}. Fix it, then reload again "
+                    "(systemctl --user reload idle-watchdog).",
+                    urgent=True,
+                )
+                task = asyncio.ensure_future(self.notifier.send(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
+        old, self.cfg = self.cfg, new
+        if new.scheduler.poll_seconds != old.scheduler.poll_seconds and self._scheduler:
+            self._scheduler.reschedule_job(
+                "pass", trigger="interval", seconds=new.scheduler.poll_seconds
+            )
+        restart = [
+            key
+            for key, before, after in (
+                ("notify.backend", old.notify.backend, new.notify.backend),
+                ("aws.profile", old.aws.profile, new.aws.profile),
+                ("scheduler.database", old.scheduler.database, new.scheduler.database),
+            )
+            if before != after
+        ]
+        log.info(
+            "config reloaded",
+            path=str(self.config_path or configmod.default_path() or ""),
+            regions=list(new.aws.regions),
+            poll_seconds=new.scheduler.poll_seconds,
+            dry_run=new.scheduler.dry_run if self.dry_run is None else self.dry_run,
+            needs_restart=restart or None,
+        )
 
     def _pressed(self, message: Message, action: str) -> None:
         """On the loop: a button was pressed; act in the thread pool (boto3 blocks)."""
@@ -104,9 +224,14 @@ class Daemon:
         except (AwsError, ValueError, OverflowError) as exc:
             kind = "keep" if action.startswith("keep:") else "stop"
             ok, detail = False, f"{action} from a notification failed: {exc}"
-        with self._lock:
-            self.store.record_action(now, region, target, kind, ok=ok, detail=detail, dry_run=False)
         log.warning("button pressed", target=target, action=action, ok=ok, detail=detail)
+        try:
+            with self._lock:
+                self.store.record_action(
+                    now, region, target, kind, ok=ok, detail=detail, dry_run=False
+                )
+        except HistoryUnwritable as exc:  # done on AWS; only the record is missing
+            log.error("button action not recorded", target=target, error=str(exc))
 
     def healthy(self) -> bool:
         """False when a pass has hung; systemd's watchdog then restarts us."""
@@ -125,9 +250,10 @@ class Daemon:
         self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.notifier is None:
             self.notifier = await notify.choose(self.cfg.notify.backend)
-        scheduler = AsyncIOScheduler(
+        self._scheduler = scheduler = AsyncIOScheduler(
             timezone=timezone.utc,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )

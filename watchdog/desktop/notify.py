@@ -62,7 +62,8 @@ class LogBackend:
 
     name = "log"
 
-    async def send(self, message: Message, on_action: OnAction | None = None) -> None:
+    async def send(self, message: Message, on_action: OnAction | None = None) -> bool:
+        """Writing the line is the delivery: there is nowhere else to show it."""
         log.info(
             "notification",
             key=message.key,
@@ -71,6 +72,7 @@ class LogBackend:
             buttons={b.action: b.label for b in message.buttons},
             urgent=message.urgent,
         )
+        return True
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -127,7 +129,8 @@ class DesktopBackend:
         # app_icon=None: desktop-notifier's default icon is the Python logo.
         return DesktopNotifier(app_name=APP_NAME, app_icon=None)
 
-    async def send(self, message: Message, on_action: OnAction | None = None) -> None:
+    async def send(self, message: Message, on_action: OnAction | None = None) -> bool:
+        """True once the notification server took it (desktop-notifier's "dispatched")."""
         from desktop_notifier import Button as DNButton
         from desktop_notifier import Urgency
 
@@ -162,7 +165,7 @@ class DesktopBackend:
         finally:
             _failures.reset(token)
         if dispatched:
-            return
+            return True
         error = failures[-1] if failures else "not dispatched"
         log.warning(
             "notification not shown",
@@ -172,6 +175,7 @@ class DesktopBackend:
             error=str(error) or repr(error),
         )
         await self._renew_if_broken()
+        return False
 
     def _bus(self) -> MessageBus | None:
         """desktop-notifier's D-Bus connection (Linux); it offers no public handle or close."""
@@ -235,7 +239,9 @@ class NotifySendBackend:
             argv += ["-A", f"{b.action}={b.label}"]
         return [*argv, "--", message.title, message.body]  # "--": a title may start with "-"
 
-    async def send(self, message: Message, on_action: OnAction | None = None) -> None:
+    async def send(self, message: Message, on_action: OnAction | None = None) -> bool:
+        """True once notify-send runs: with actions it only exits when answered, so a
+        failure it reports later is logged, not taken back."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(message),
@@ -251,10 +257,11 @@ class NotifySendBackend:
                 title=message.title,
                 error=str(exc),
             )
-            return
+            return False
         task = asyncio.create_task(self._answer(proc, message, on_action))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def _answer(
         self, proc: asyncio.subprocess.Process, message: Message, on_action: OnAction | None

@@ -3,12 +3,18 @@
 The history is also memory the policy needs: when the person was last warned
 about an instance, and how long it has been running across starts
 (``LaunchTime`` resets at every start, so cumulative uptime is ours to count).
-A database that is corrupt is moved aside and recreated with a warning, so a
-bad file never becomes a crash loop.
+A database that is corrupt is moved aside (never over an earlier copy) and
+recreated with a warning, so a bad file never becomes a crash loop.
+
+It also holds the outbox (see ``watchdog.scheduler.history``) and the
+problems already told (``conditions``), so both survive a crash. One that
+cannot be written raises ``HistoryUnwritable``; one deleted or replaced under
+a running daemon is noticed before the next pass and reopened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,10 +26,15 @@ import structlog
 
 from watchdog.core.fleet import Instance
 from watchdog.core.policy import Decision
+from watchdog.scheduler.history import HistoryUnwritable
+from watchdog.scheduler.notifier import Message
+from watchdog.scheduler.outbox import dumps, loads
 
 log = structlog.get_logger("watchdog.desktop.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the outbox and conditions tables
+#: How long a write waits for another process's transaction before it gives up.
+BUSY_TIMEOUT_MS = 30_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS passes (
     started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
@@ -45,7 +56,18 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_target ON actions (target, kind, at);
 CREATE TABLE IF NOT EXISTS notifications (
     key TEXT PRIMARY KEY, at TEXT NOT NULL, title TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, target TEXT NOT NULL,
+    created_at TEXT NOT NULL, message TEXT NOT NULL, sent_at TEXT, attempts INTEGER NOT NULL
+    DEFAULT 0, last_error TEXT, discarded INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, discarded, id);
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key, sent_at);
+CREATE TABLE IF NOT EXISTS conditions (
+    subject TEXT PRIMARY KEY, cause TEXT NOT NULL, since TEXT NOT NULL);
 """
+#: SQLite's names for "this file cannot be written" (read-only file or directory,
+#: a file deleted under us, a full disk, a path that cannot be created).
+_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PERM")
 
 
 @dataclass(frozen=True)
@@ -57,17 +79,23 @@ class InstanceHistory:
 class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._identity: tuple[int, int] | None = None
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryUnwritable(self.path, str(exc)) from exc
         try:
-            return self._connect()
+            db = self._connect()
         except sqlite3.DatabaseError as exc:
             if self.path == ":memory:" or not _corrupt(exc):
+                if _unwritable(exc):
+                    raise HistoryUnwritable(self.path, str(exc)) from exc
                 raise  # locked or busy is not corrupt: never move a live history aside
-            aside = f"{self.path}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+            aside = _free_name(f"{self.path}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
             log.warning(
                 "history database unreadable; moved aside and recreated",
                 path=self.path,
@@ -77,20 +105,22 @@ class Store:
             Path(self.path).replace(aside)
             for suffix in ("-wal", "-shm"):
                 Path(self.path + suffix).unlink(missing_ok=True)
-            return self._connect()
+            db = self._connect()
+        self._identity = self._stat()
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-            db.execute("PRAGMA busy_timeout=5000")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise _Corrupt("quick_check failed")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise _Corrupt(f"unknown schema version {version}")
-            if version == 0:  # a new file; an existing one is not written on open
+            if version != SCHEMA_VERSION:  # new, or version 1 (no outbox yet); else not written
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
@@ -98,18 +128,70 @@ class Store:
             raise
         return db
 
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            st = Path(self.path).stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def reopen_if_replaced(self) -> bool:
+        """Before a pass: reopen when the file was deleted or replaced since it was opened.
+
+        Otherwise SQLite writes on into a deleted file and the history is gone at
+        the next start. Returns True when it reopened (the caller logs nothing more).
+        """
+        if self.path == ":memory:":
+            return False
+        now = self._stat()
+        if now is not None and now == self._identity:
+            return False
+        log.warning(
+            "history file deleted or replaced since it was opened; reopening",
+            path=self.path,
+            exists=Path(self.path).exists(),
+        )
+        self.reopen()
+        return True
+
+    def reopen(self) -> None:
+        """A fresh connection (after the file moved, or became writable again)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._db = self._open()
+
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
+        """``BEGIN IMMEDIATE``: the write lock is taken first, so a read-then-write
+        never fails half-way because another process wrote in between."""
+        with self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        with self._writing():
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if _unwritable(exc):
+                raise HistoryUnwritable(self.path, str(exc)) from exc
+            raise
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        with self._writing():
+            self._db.execute(sql, params)
 
     def record_pass(
         self, started: datetime, finished: datetime, ok: int, failed: int, *, dry_run: bool
@@ -207,22 +289,90 @@ class Store:
         )
 
     def last_told(self, kind: str, *, dry_run: bool) -> dict[str, datetime]:
-        """The last successful ``warn`` or ``notice`` per target, from runs of the same mode."""
-        rows = self._db.execute(
-            "SELECT target, MAX(at) FROM actions WHERE kind=? AND ok=1 AND dry_run=? "
-            "GROUP BY target",
-            (kind, int(dry_run)),
-        )
+        """When each target's last ``warn`` or ``notice`` was *delivered* (outbox).
+
+        A dry run delivers nothing; it remembers when it would have warned.
+        """
+        if dry_run:
+            rows = self._db.execute(
+                "SELECT target, MAX(at) FROM actions WHERE kind=? AND ok=1 AND dry_run=1 "
+                "GROUP BY target",
+                (kind,),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT target, MAX(sent_at) FROM outbox WHERE key=? || ':' || target "
+                "AND sent_at IS NOT NULL GROUP BY target",
+                (kind,),
+            )
         return {target: _parse(at) for target, at in rows}
 
     def told(self) -> set[str]:
-        """Keys of every notification already given (so each event is told once)."""
-        return {key for (key,) in self._db.execute("SELECT key FROM notifications")}
+        """Keys of every message put in the outbox (and of those told before it existed)."""
+        old = {key for (key,) in self._db.execute("SELECT key FROM notifications")}
+        return old | {key for (key,) in self._db.execute("SELECT DISTINCT key FROM outbox")}
 
-    def mark_told(self, key: str, at: datetime, title: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?)", (key, _t(at), title)
+    def enqueue(self, message: Message, at: datetime) -> None:
+        pending = self._db.execute(
+            "SELECT id FROM outbox WHERE key=? AND sent_at IS NULL AND discarded=0",
+            (message.key,),
+        ).fetchone()
+        if pending:
+            self._write(
+                "UPDATE outbox SET message=?, created_at=? WHERE id=?",
+                (dumps(message), _t(at), pending[0]),
+            )
+        else:
+            self._write(
+                "INSERT INTO outbox (key, target, created_at, message) VALUES (?, ?, ?, ?)",
+                (message.key, message.target, _t(at), dumps(message)),
+            )
+
+    def discard_pending(self, key: str) -> None:
+        self._write(
+            "UPDATE outbox SET discarded=1 WHERE key=? AND sent_at IS NULL AND discarded=0",
+            (key,),
         )
+
+    def pending(self) -> list[tuple[int, Message]]:
+        rows = self._db.execute(
+            "SELECT id, message FROM outbox WHERE sent_at IS NULL AND discarded=0 ORDER BY id"
+        )
+        return [(row_id, loads(text)) for row_id, text in rows]
+
+    def mark_sent(self, outbox_id: int, at: datetime) -> None:
+        """To the microsecond: a stop waits ``warn_minutes`` after this, never a second less."""
+        self._write(
+            "UPDATE outbox SET sent_at=?, attempts=attempts+1 WHERE id=?",
+            (at.astimezone(timezone.utc).isoformat(timespec="microseconds"), outbox_id),
+        )
+
+    def mark_failed(self, outbox_id: int, at: datetime, error: str) -> None:
+        self._write(
+            "UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?",
+            (f"{_t(at)} {error}", outbox_id),
+        )
+
+    def outbox(self) -> list[tuple[str, datetime, datetime | None, int]]:
+        """(key, created_at, sent_at, attempts) of every message, oldest first."""
+        rows = self._db.execute(
+            "SELECT key, created_at, sent_at, attempts FROM outbox WHERE discarded=0 ORDER BY id"
+        )
+        return [(k, _parse(c), _parse(s) if s else None, n) for k, c, s, n in rows]
+
+    def condition(self, subject: str) -> str | None:
+        row = self._db.execute(
+            "SELECT cause FROM conditions WHERE subject=?", (subject,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def set_condition(self, subject: str, cause: str | None, at: datetime) -> None:
+        if cause is None:
+            self._write("DELETE FROM conditions WHERE subject=?", (subject,))
+        else:
+            self._write(
+                "INSERT OR REPLACE INTO conditions VALUES (?, ?, ?)", (subject, cause, _t(at))
+            )
 
     def actions(self, target: str | None = None) -> list[tuple[datetime, str, str, bool, str]]:
         """(at, target, kind, ok, detail), oldest first."""
@@ -249,6 +399,20 @@ def _corrupt(exc: sqlite3.DatabaseError) -> bool:
         or name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
         or ("not a database" in str(exc))
     )
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(_UNWRITABLE) or "readonly database" in str(exc)
+
+
+def _free_name(base: str) -> str:
+    """``base``, or ``base.1``, ``base.2``...: a moved-aside copy never replaces another."""
+    candidate, n = base, 0
+    while Path(candidate).exists():
+        n += 1
+        candidate = f"{base}.{n}"
+    return candidate
 
 
 def _t(moment: datetime) -> str:

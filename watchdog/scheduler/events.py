@@ -169,6 +169,27 @@ def _failed(item: Planned, kind: str, detail: str) -> Message:
     )
 
 
+def region_failed(region: str, error: str) -> Message:
+    """A region that could not be scanned: nothing in it is watched until it recovers."""
+    return Message(
+        f"region-failed:{region}",
+        f"Cannot watch {region}",
+        f"Scanning {region} failed: {error[:200]}. Nothing there is stopped or warned about "
+        "until it works again; `idle-watchdog status` lists it. You will be told when it does.",
+        urgent=True,
+        region=region,
+    )
+
+
+def region_recovered(region: str) -> Message:
+    return Message(
+        f"region-recovered:{region}",
+        f"Watching {region} again",
+        f"{region} scans again; its instances are watched as before.",
+        region=region,
+    )
+
+
 def _long_running(inst: Instance, now: datetime, cfg: Config) -> Message | None:
     hours = cfg.notify.long_running_hours
     if hours <= 0 or inst.state != "running" or inst.launch_time is None:

@@ -36,13 +36,15 @@ class Message:
 class Notifier(Protocol):
     """Shows messages. ``send`` returns once the message is shown, not when it is answered.
 
-    ``send`` never raises: a notification that fails is logged, and the stop or
-    the pass that wanted it goes on.
+    ``send`` returns True when the message was delivered (shown by the desktop,
+    or, where there is none, written to the log) and False when it was not; it
+    never raises. The outbox keeps an undelivered message and tries it again:
+    a stop waits for its warning to be *delivered*.
     """
 
     name: str
 
-    async def send(self, message: Message, on_action: OnAction | None = None) -> None: ...
+    async def send(self, message: Message, on_action: OnAction | None = None) -> bool: ...
 
     async def aclose(self) -> None:
         """Releases connections and processes; buttons still on screen stop acting."""

@@ -1,8 +1,9 @@
 """One pass, whatever shell runs it: scan -> decide -> act -> record -> tell.
 
-``run_pass`` is one full pass at an explicit ``now`` over a ``History``; a
-shell (the desktop daemon, a test, a demo) calls it on its own timer and
-sends what ``tell`` returns through its ``Notifier``.
+``run_pass`` is one full pass at an explicit ``now`` over a ``History``; what
+it means to tell goes into the history's outbox. A shell (the desktop daemon,
+a test, a demo) calls it on its own timer, then delivers the outbox through
+its ``Notifier`` (``outbox.deliver``) or shows it itself (``tell``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import structlog
 
 from watchdog.aws.ec2 import AwsError, Ec2Api, scan_regions
 from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan, SpotRequest
-from watchdog.core.policy import Action, Planned, decide_with_history, plan
+from watchdog.core.policy import Action, Decision, Planned, decide_with_history, plan
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import iso, utcnow
 from watchdog.scheduler import events
-from watchdog.scheduler.history import History
+from watchdog.scheduler.history import History, HistoryUnwritable
 from watchdog.scheduler.notifier import Message
+from watchdog.scheduler.outbox import deliver
 
 log = structlog.get_logger("watchdog.scheduler")
 
@@ -56,14 +58,23 @@ def run_pass(
 
     No SQLite transaction is held across an AWS call: the history is written
     in short transactions before and after, so ``status`` or a second
-    process never waits on EC2's retries.
+    process never waits on EC2's retries. Each message is put in the outbox
+    in the transaction that records its cause; the shell delivers it after.
+    A history that cannot be written raises ``HistoryUnwritable`` before the
+    first AWS call, and at once if it happens mid-pass: nothing is acted on
+    without a record.
     """
     dry = cfg.scheduler.dry_run if dry_run is None else dry_run
     report = PassReport(now=now, dry_run=dry)
+    with store.transaction():  # a write probe: an unwritable history stops us here
+        store.set_condition("", None, now)
     report.scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
     warned = store.last_told("warn", dry_run=dry)
     noticed = store.last_told("notice", dry_run=dry)
+    told = store.told()
     for scan in report.scans:
+        if not dry:
+            _tell_region(store, scan, now)
         if scan.error:
             log.error("region skipped", region=scan.region, error=scan.error)
             continue
@@ -73,6 +84,8 @@ def run_pass(
             planned = plan(
                 scan.instances, scan.spot_requests, now, cfg, warned=warned, noticed=noticed
             )
+        except HistoryUnwritable:
+            raise
         except Exception:  # one region's bad data or a busy database never blocks the next
             log.exception("region not decided", region=scan.region)
             continue
@@ -86,7 +99,9 @@ def run_pass(
                         api, first, now, cfg, requests=requests, warned=warned, noticed=noticed
                     )
                 decided.append(item)
-                done = _carry_out(api, store, item, now, dry)
+                done = _carry_out(api, store, item, now, dry=dry, cfg=cfg)
+            except HistoryUnwritable:
+                raise
             except Exception:  # one bad target never blocks the others
                 log.exception("target skipped", region=scan.region, target=first.decision.target)
                 continue
@@ -97,16 +112,56 @@ def run_pass(
             with store.transaction():  # the routine rows: one commit per region
                 for item in decided:
                     store.record_decision(now, item.decision, dry_run=dry)
+                if not dry:
+                    _tell_routine(store, decided, now, cfg, told)
+        except HistoryUnwritable:
+            raise
         except Exception:  # a history that cannot write loses the rows, not the pass
             log.exception("decisions not recorded", region=scan.region)
-    store.record_pass(
-        now,
-        utcnow(),
-        len(report.scans) - len(report.failed_regions),
-        len(report.failed_regions),
-        dry_run=dry,
-    )
+    with store.transaction():
+        store.record_pass(
+            now,
+            utcnow(),
+            len(report.scans) - len(report.failed_regions),
+            len(report.failed_regions),
+            dry_run=dry,
+        )
     return report
+
+
+def _tell_region(store: History, scan: RegionScan, now: datetime) -> None:
+    """A region that cannot be scanned is told once per cause, and once when it recovers."""
+    subject = f"region:{scan.region}"
+    cause = _cause(scan.error) if scan.error else None
+    with store.transaction():
+        before = store.condition(subject)
+        if cause == before:
+            return
+        if cause is not None and scan.error:
+            store.enqueue(events.region_failed(scan.region, scan.error), now)
+        elif before is not None:
+            store.enqueue(events.region_recovered(scan.region), now)
+        store.set_condition(subject, cause, now)
+
+
+def _tell_routine(
+    store: History, decided: list[Planned], now: datetime, cfg: Config, told: set[str]
+) -> None:
+    """What a region's decisions are worth telling besides actions (long-running, a stop
+    while away), and pending warnings or notices the situation no longer supports."""
+    for item in decided:
+        d = item.decision
+        for kind in ("warn", "notice"):
+            if d.action.value != kind:
+                store.discard_pending(f"{kind}:{d.target}")
+    for message in events.messages(decided, [], now, cfg, told):
+        store.enqueue(message, now)
+        told.add(message.key)
+
+
+def _cause(error: str) -> str:
+    """What a failure is, without what changes between tries (request ids, times)."""
+    return error.split(":", 1)[0].strip() or error
 
 
 def _confirm_stop(
@@ -136,8 +191,9 @@ def _confirm_stop(
 
 
 def _carry_out(
-    api: Ec2Api, store: History, planned: Planned, now: datetime, dry: bool
+    api: Ec2Api, store: History, planned: Planned, now: datetime, *, dry: bool, cfg: Config
 ) -> Done | None:
+    """Act on one decision; record it and its message in one transaction."""
     d = planned.decision
     log.info(
         "decision",
@@ -150,28 +206,21 @@ def _carry_out(
     )
     if d.action is Action.NONE:
         return None
-    ok, detail = True, d.reason
+    ok, detail, cause = True, d.reason, ""
     if not dry:
         try:
-            if d.action is Action.STOP:
-                api.stop(d.region, d.target, hibernate=d.hibernate)
-            elif d.action is Action.CANCEL:
-                api.cancel_spot_requests(d.region, [d.target])
+            _act(api, d)
         except AwsError as exc:
-            ok, detail = False, f"{exc} (decided: {d.reason})"
-            log.error(
-                "action failed",
-                region=d.region,
-                target=d.target,
-                action=d.action.value,
-                error=str(exc),
-            )
+            ok, detail, cause = False, f"{exc} (decided: {d.reason})", exc.code
         if ok and d.action is Action.STOP:
             mark_stopped(api, d.region, d.target, now, d.reason)
     if d.action is Action.STOP and d.hibernate:
         detail = "hibernate: " + detail
     done = Done(d.region, d.target, d.action.value, ok, detail)
-    store.record_action(now, d.region, d.target, done.kind, ok=ok, detail=detail, dry_run=dry)
+    with store.transaction():
+        store.record_action(now, d.region, d.target, done.kind, ok=ok, detail=detail, dry_run=dry)
+        if not dry:
+            _tell_action(store, planned, done, now, cause=cause, cfg=cfg)
     if ok:
         log.warning(
             _PAST[d.action] if not dry else f"would {d.action.value}",
@@ -180,7 +229,36 @@ def _carry_out(
             name=_name(planned),
             reason=d.reason,
         )
+    else:
+        log.error("action failed", region=d.region, target=d.target, action=done.kind, error=detail)
     return done
+
+
+def _act(api: Ec2Api, d: Decision) -> None:
+    """The AWS call of one decision (warnings and notices make none)."""
+    if d.action is Action.STOP:
+        api.stop(d.region, d.target, hibernate=d.hibernate)
+    elif d.action is Action.CANCEL:
+        api.cancel_spot_requests(d.region, [d.target])
+
+
+def _tell_action(
+    store: History, planned: Planned, done: Done, now: datetime, *, cause: str, cfg: Config
+) -> None:
+    """The action's message into the outbox. A failure is told once per target and
+    cause (retried quietly each pass); its success is the message that it recovered."""
+    subject = f"{done.kind}:{done.target}"
+    if not done.ok:
+        if store.condition(subject) == cause:
+            return
+        store.set_condition(subject, cause, now)
+    elif store.condition(subject) is not None:
+        store.set_condition(subject, None, now)
+    found = events.messages([planned], [(done.target, done.kind, done.ok, done.detail)], now, cfg)
+    for message in found:
+        if message.key.startswith(("long-running:", "backstop:")):
+            continue  # told with the region's routine messages
+        store.enqueue(message, now)
 
 
 def mark_stopped(api: Ec2Api, region: str, target: str, now: datetime, why: str) -> None:
@@ -209,15 +287,13 @@ def _stopped_tag(now: datetime, reason: str) -> str:
 
 
 def tell(report: PassReport, store: History, cfg: Config) -> list[Message]:
-    """The messages a pass is worth, each recorded so it is told once (across restarts).
+    """Every pending message, marked delivered at the pass's ``now``: for a shell that
+    shows them itself as it goes (the demo prints them; tests). The daemon and
+    ``run --once`` use ``outbox.deliver`` through a real notifier instead.
 
     A dry run tells nothing: its decisions are in the log, and a desktop
     message "stopped" about a machine still running would be a lie.
     """
     if report.dry_run:
         return []
-    done = [(d.target, d.kind, d.ok, d.detail) for d in report.done]
-    found = events.messages(report.planned, done, report.now, cfg, store.told())
-    for message in found:
-        store.mark_told(message.key, report.now, message.title)
-    return found
+    return deliver(store, lambda _message: True, lambda: report.now).sent
