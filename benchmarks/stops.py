@@ -6,7 +6,10 @@ stopped twice over, side by side in one run, each time from a fresh set:
 - one at a time: per instance a DescribeInstances re-read, a StopInstances
   and a CreateTags (the "stopped" tag), i.e. 3 calls per instance;
 - batched: one DescribeInstances for all, one StopInstances and one
-  CreateTags per 1,000 ids (``describe_many``, ``stop_many``, ``tag_many``).
+  CreateTags per 1,000 ids (``describe_many``, ``stop_many``, ``tag_many``);
+- a whole pass: ``run_pass`` over the same number of idle managed machines
+  (the scan, the re-read, the stops, the tags, the history and the outbox),
+  which is what the scheduler now does.
 
 Both must leave every instance stopping/stopped and tagged; the script checks.
 Figures are wall time and HTTP requests (retries included) per strategy.
@@ -20,16 +23,25 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import boto3
 import requests
 
 from watchdog import log
 from watchdog.aws.ec2 import Boto3Ec2
-from watchdog.aws.fake import moto_server
-from watchdog.core.fleet import TAG_MANAGED, TAG_STOPPED
+from watchdog.aws.fake import moto_server, set_launch_time
+from watchdog.config import Config
+from watchdog.core import heartbeat as hb
+from watchdog.core.fleet import TAG_HEARTBEAT, TAG_MANAGED, TAG_STOPPED
+from watchdog.desktop.store import Store
+from watchdog.scheduler import run_pass
+from watchdog.scheduler.passes import IDLE_STOP
 
 REGION = "us-east-1"
 RESERVATION = 100  # instances per RunInstances call
@@ -69,7 +81,33 @@ def batched(api: Boto3Ec2, ids: list[str]) -> None:
     assert not any(api.tag_many(REGION, ids, STOPPED).values())
 
 
-def check_all_stopped_and_tagged(ids: list[str]) -> None:
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+PASS_CFG = replace(
+    Config(),
+    aws=replace(Config().aws, regions=(REGION,)),
+    idle=replace(Config().idle, minutes=30, warn_minutes=0),
+)
+
+
+def whole_pass(api: Boto3Ec2, ids: list[str]) -> None:
+    """One scheduler pass over machines ``prepare_idle`` made idle (untimed set-up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run_pass(api, Store(Path(tmp) / "history.sqlite3"), PASS_CFG, NOW)
+    assert sum(1 for d in report.done if d.kind == "stop" and d.ok) == len(ids)
+
+
+def prepare_idle(ids: list[str]) -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    beat = hb.encode(hb.Heartbeat(NOW, False, NOW - timedelta(minutes=40), ()))
+    for start in range(0, len(ids), 1000):
+        ec2.create_tags(
+            Resources=ids[start : start + 1000], Tags=[{"Key": TAG_HEARTBEAT, "Value": beat}]
+        )
+    for instance_id in ids:
+        set_launch_time(REGION, instance_id, NOW - timedelta(minutes=45))
+
+
+def check_all_stopped_and_tagged(ids: list[str], stamp: str) -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     seen = 0
     for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
@@ -77,7 +115,7 @@ def check_all_stopped_and_tagged(ids: list[str]) -> None:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                 assert inst["State"]["Name"] in ("stopping", "stopped"), inst["InstanceId"]
-                assert tags.get(TAG_STOPPED) == STOPPED[TAG_STOPPED], inst["InstanceId"]
+                assert tags.get(TAG_STOPPED, "").endswith(stamp), inst["InstanceId"]
                 seen += 1
     assert seen == len(ids)
 
@@ -87,6 +125,8 @@ def measure(
 ) -> tuple[float, int]:
     requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
     ids = launch(count)
+    if strategy is whole_pass:
+        prepare_idle(ids)
     api = Boto3Ec2()
     api.client(REGION).describe_availability_zones()  # warm the client (not counted below)
     before = api.calls(REGION)
@@ -94,7 +134,7 @@ def measure(
     strategy(api, ids)
     elapsed = time.perf_counter() - started
     calls = api.calls(REGION) - before
-    check_all_stopped_and_tagged(ids)
+    check_all_stopped_and_tagged(ids, IDLE_STOP if strategy is whole_pass else STOPPED[TAG_STOPPED])
     return elapsed, calls
 
 
@@ -104,7 +144,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per strategy (median)")
     args = parser.parse_args()
     log.configure(level=40)
-    strategies = {"one at a time": one_at_a_time, "batched": batched}
+    strategies = {"one at a time": one_at_a_time, "batched": batched, "whole pass": whole_pass}
     times: dict[str, list[float]] = {name: [] for name in strategies}
     calls: dict[str, int] = {}
     with moto_server() as endpoint:

@@ -14,8 +14,8 @@ from datetime import datetime
 
 import structlog
 
-from watchdog.aws.ec2 import AwsError, Ec2Api, scan_regions
-from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan, SpotRequest
+from watchdog.aws.ec2 import AwsError, Ec2Api, iter_scans
+from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan
 from watchdog.core.policy import Action, Decision, Planned, decide_with_history, plan
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import iso, utcnow
@@ -25,6 +25,9 @@ from watchdog.scheduler.notifier import Message
 from watchdog.scheduler.outbox import deliver
 
 log = structlog.get_logger("watchdog.scheduler")
+
+#: The why of the ``stopped`` tag for every idle stop of a pass (one CreateTags for all).
+IDLE_STOP = "idle past its threshold, after a warning"
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,13 @@ def run_pass(
     report = PassReport(now=now, dry_run=dry)
     with store.transaction():  # a write probe: an unwritable history stops us here
         store.set_condition("", None, now)
-    report.scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
     warned = store.last_told("warn", dry_run=dry)
     noticed = store.last_told("notice", dry_run=dry)
     told = store.told()
-    for scan in report.scans:
+    # Each region is acted on as soon as its scan is in: a region whose
+    # endpoint hangs delays only itself (its calls are bounded by [aws]).
+    for scan in iter_scans(api, cfg.aws.regions, cfg.aws.max_workers):
+        report.scans.append(scan)
         if not dry:
             _tell_region(store, scan, now)
         if scan.error:
@@ -89,35 +94,23 @@ def run_pass(
         except Exception:  # one region's bad data or a busy database never blocks the next
             log.exception("region not decided", region=scan.region)
             continue
-        requests = {r.id: r for r in scan.spot_requests}
-        decided: list[Planned] = []
-        for first in planned:
-            try:
-                item = first
-                if not dry and first.decision.action is Action.STOP:
-                    item = _confirm_stop(
-                        api, first, now, cfg, requests=requests, warned=warned, noticed=noticed
-                    )
-                decided.append(item)
-                done = _carry_out(api, store, item, now, dry=dry, cfg=cfg)
-            except HistoryUnwritable:
-                raise
-            except Exception:  # one bad target never blocks the others
-                log.exception("target skipped", region=scan.region, target=first.decision.target)
-                continue
-            if done:
-                report.done.append(done)
-        report.planned.extend(decided)
+        decided = _act_on_region(
+            api, store, scan, planned, now, cfg=cfg, dry=dry, warned=warned, noticed=noticed
+        )
+        report.done.extend(done for _, done in decided if done)
+        report.planned.extend(item for item, _ in decided)
         try:
             with store.transaction():  # the routine rows: one commit per region
-                for item in decided:
+                for item, _ in decided:
                     store.record_decision(now, item.decision, dry_run=dry)
                 if not dry:
-                    _tell_routine(store, decided, now, cfg, told)
+                    _tell_routine(store, [item for item, _ in decided], now, cfg, told)
         except HistoryUnwritable:
             raise
         except Exception:  # a history that cannot write loses the rows, not the pass
             log.exception("decisions not recorded", region=scan.region)
+    order = {region: i for i, region in enumerate(cfg.aws.regions)}
+    report.scans.sort(key=lambda scan: order.get(scan.region, len(order)))
     with store.transaction():
         store.record_pass(
             now,
@@ -164,36 +157,127 @@ def _cause(error: str) -> str:
     return error.split(":", 1)[0].strip() or error
 
 
-def _confirm_stop(
+def _act_on_region(
     api: Ec2Api,
-    item: Planned,
+    store: History,
+    scan: RegionScan,
+    planned: list[Planned],
+    now: datetime,
+    *,
+    cfg: Config,
+    dry: bool,
+    warned: Mapping[str, datetime],
+    noticed: Mapping[str, datetime],
+) -> list[tuple[Planned, Done | None]]:
+    """Carry out one region's decisions, its stops in as few AWS calls as AWS allows.
+
+    Every stop is decided again on one fresh read of all the candidates, sent
+    in one StopInstances per hibernate choice and tagged in one CreateTags;
+    each instance still gets its own result, record and message.
+    """
+    stops = [p for p in planned if p.decision.action is Action.STOP] if not dry else []
+    confirmed = _confirm_stops(api, scan, stops, now, cfg, warned=warned, noticed=noticed)
+    results = _stop_all(api, scan.region, list(confirmed.values()), now)
+    decided: list[tuple[Planned, Done | None]] = []
+    for first in planned:
+        item = confirmed.get(first.decision.target, first)
+        try:
+            done = _carry_out(api, store, item, now, dry=dry, cfg=cfg, results=results)
+        except HistoryUnwritable:
+            raise
+        except Exception:  # one bad target never blocks the others
+            log.exception("target skipped", region=scan.region, target=first.decision.target)
+            continue
+        decided.append((item, done))
+    return decided
+
+
+def _confirm_stops(
+    api: Ec2Api,
+    scan: RegionScan,
+    stops: list[Planned],
     now: datetime,
     cfg: Config,
     *,
-    requests: Mapping[str, SpotRequest],
     warned: Mapping[str, datetime],
     noticed: Mapping[str, datetime],
-) -> Planned:
-    """Decide again on a fresh read of the one instance, just before stopping it.
+) -> dict[str, Planned]:
+    """Decide again on a fresh read of every candidate, just before stopping them.
 
     The scan may be seconds old: a "Keep" pressed, a tag set or a heartbeat
-    written since then wins over the stale decision.
+    written since then wins over the stale decision. If the re-read fails,
+    no stop goes ahead this pass.
     """
-    fresh = api.describe(item.decision.region, item.decision.target)
-    if fresh is None:
-        return Planned(
-            item.subject, replace(item.decision, action=Action.NONE, reason="gone since the scan")
+    if not stops:
+        return {}
+    ids = [p.decision.target for p in stops]
+    try:
+        fresh = api.describe_many(scan.region, ids)
+    except AwsError as exc:
+        log.error("stops put off: the re-read failed", region=scan.region, error=str(exc))
+        why = f"not stopped this pass: could not read it again ({exc.code})"
+        return {
+            p.decision.target: Planned(
+                p.subject, replace(p.decision, action=Action.NONE, reason=why)
+            )
+            for p in stops
+        }
+    requests = {r.id: r for r in scan.spot_requests}
+    confirmed: dict[str, Planned] = {}
+    for item in stops:
+        target = item.decision.target
+        inst = fresh.get(target)
+        if inst is None:
+            gone = replace(item.decision, action=Action.NONE, reason="gone since the scan")
+            confirmed[target] = Planned(item.subject, gone)
+            continue
+        again = decide_with_history(
+            inst, now, cfg, requests=requests, warned=warned, noticed=noticed
         )
-    again = decide_with_history(fresh, now, cfg, requests=requests, warned=warned, noticed=noticed)
-    if again.action is not Action.STOP:
-        log.info("stop called off", target=fresh.id, reason=again.reason)
-    return Planned(fresh, again)
+        if again.action is not Action.STOP:
+            log.info("stop called off", target=target, reason=again.reason)
+        confirmed[target] = Planned(inst, again)
+    return confirmed
+
+
+def _stop_all(
+    api: Ec2Api, region: str, confirmed: list[Planned], now: datetime
+) -> dict[str, AwsError | None]:
+    """StopInstances for every confirmed stop (one call per hibernate choice), then the
+    ``stopped`` tag on those that stopped. ``None`` means stopping."""
+    results: dict[str, AwsError | None] = {}
+    for hibernate in (False, True):
+        ids = [
+            p.decision.target
+            for p in confirmed
+            if p.decision.action is Action.STOP and p.decision.hibernate is hibernate
+        ]
+        if ids:
+            results.update(api.stop_many(region, ids, hibernate=hibernate))
+    stopped = [target for target, error in results.items() if error is None]
+    if stopped:
+        for target, error in api.tag_many(
+            region, stopped, {TAG_STOPPED: _stopped_tag(now)}
+        ).items():
+            if error is not None:
+                log.warning(
+                    "stopped, but the stopped tag was not written", target=target, error=str(error)
+                )
+    return results
 
 
 def _carry_out(
-    api: Ec2Api, store: History, planned: Planned, now: datetime, *, dry: bool, cfg: Config
+    api: Ec2Api,
+    store: History,
+    planned: Planned,
+    now: datetime,
+    *,
+    dry: bool,
+    cfg: Config,
+    results: Mapping[str, AwsError | None],
 ) -> Done | None:
-    """Act on one decision; record it and its message in one transaction."""
+    """Act on one decision (a stop was already sent: ``results`` has its outcome);
+    record it and its message in one transaction."""
     d = planned.decision
     log.info(
         "decision",
@@ -209,11 +293,9 @@ def _carry_out(
     ok, detail, cause = True, d.reason, ""
     if not dry:
         try:
-            _act(api, d)
+            _act(api, d, results)
         except AwsError as exc:
             ok, detail, cause = False, f"{exc} (decided: {d.reason})", exc.code
-        if ok and d.action is Action.STOP:
-            mark_stopped(api, d.region, d.target, now, d.reason)
     if d.action is Action.STOP and d.hibernate:
         detail = "hibernate: " + detail
     done = Done(d.region, d.target, d.action.value, ok, detail)
@@ -234,10 +316,12 @@ def _carry_out(
     return done
 
 
-def _act(api: Ec2Api, d: Decision) -> None:
-    """The AWS call of one decision (warnings and notices make none)."""
+def _act(api: Ec2Api, d: Decision, results: Mapping[str, AwsError | None]) -> None:
+    """The AWS call of one decision (warnings and notices make none; stops were batched)."""
     if d.action is Action.STOP:
-        api.stop(d.region, d.target, hibernate=d.hibernate)
+        error = results.get(d.target, AwsError("NotSent", "the stop was not sent"))
+        if error is not None:
+            raise error
     elif d.action is Action.CANCEL:
         api.cancel_spot_requests(d.region, [d.target])
 
@@ -282,7 +366,9 @@ def _name(planned: Planned) -> str:
     return planned.subject.name if isinstance(planned.subject, Instance) else ""
 
 
-def _stopped_tag(now: datetime, reason: str) -> str:
+def _stopped_tag(now: datetime, reason: str = IDLE_STOP) -> str:
+    """One value for every idle stop of a pass, so one CreateTags tags them all; the
+    full reason of each is in the history and in its notification."""
     return f"{iso(now)} by idle-watchdog: {reason}"[:256]
 
 
