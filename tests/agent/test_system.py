@@ -67,10 +67,27 @@ class PCpuTimes(NamedTuple):
 
 
 class Proc:
-    """What ``psutil.process_iter(attrs)`` yields: an object with ``.info``."""
+    """What ``psutil.process_iter(attrs)`` yields: ``.info`` with the attrs asked for, and
+    the other fields on demand (counted in ``reads``; None stands for AccessDenied)."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
+    def __init__(self, full: dict[str, Any], attrs: list[str], reads: list[int]) -> None:
+        self.info = {k: full[k] for k in attrs}
+        self._full, self._reads = full, reads
+
+    def _get(self, key: str) -> Any:
+        self._reads.append(self._full["pid"])
+        if self._full[key] is None:
+            raise psutil.AccessDenied(self._full["pid"])
+        return self._full[key]
+
+    def name(self) -> str:
+        return str(self._get("name"))
+
+    def username(self) -> str:
+        return str(self._get("username"))
+
+    def cmdline(self) -> list[str]:
+        return list(self._get("cmdline"))
 
 
 def proc(
@@ -104,6 +121,7 @@ class FakePsutil:
     nics: dict[str, NetIO] = field(default_factory=lambda: {"lo": NetIO(0, 0)})
     disk: DiskIO | None = field(default_factory=lambda: DiskIO(0, 0))
     fail: dict[str, Exception] = field(default_factory=dict)
+    reads: list[int] = field(default_factory=list)  # pid per expensive field read
 
     def _check(self, what: str) -> None:
         if what in self.fail:
@@ -116,7 +134,7 @@ class FakePsutil:
     def process_iter(self, attrs: list[str]) -> Iterator[Proc]:
         self._check("process_iter")
         for info in self.procs:
-            yield Proc({k: info[k] for k in attrs})
+            yield Proc(info, attrs, self.reads)
 
     def cpu_times(self) -> CpuTimes:
         self._check("cpu_times")
@@ -370,6 +388,56 @@ def test_unreadable_process_list_makes_processes_and_ssh_unknown(
 
 
 # --- processes, replayed --------------------------------------------------------
+
+
+def test_names_users_and_command_lines_are_read_only_for_new_or_busy_processes(
+    fake: FakePsutil, clock: FakeClock
+) -> None:
+    """400 idle processes cost one cheap read each per sample, not four reads and a user
+    lookup: their identities are kept from the first sight (and a second look)."""
+    idle = [proc(1000 + n, "sleep", ["sleep", "inf"], 1.0) for n in range(400)]
+    notty = proc(90, "sshd", ["sshd: alice@notty"], 2.0, user="alice", created=T0 - 50)
+    fake.procs = [*idle, notty, proc(100, "python3", ["python3", "train.py"], 10.0)]
+    probe = make_probe(fake, clock)
+    assert len(set(fake.reads)) == 402  # the baseline: everything is new
+    clock.advance(10)
+    probe.read()  # the second look at processes first seen at the baseline
+    fake.reads.clear()
+
+    clock.advance(10)
+    fake.procs[-1] = proc(100, "python3", ["python3", "train.py"], 18.0)  # 80 % of a core
+    fake.procs.append(proc(105, "make", ["make"], 2.0, user="bob", created=clock.wall - 4))
+    r = probe.read()
+    assert set(fake.reads) == {100, 105}  # the busy one and the new one, nothing idle
+    assert [(p.name, p.user, p.pid) for p in work(r.processes) or ()] == [
+        ("python3", "alice", 100),
+        ("make", "bob", 105),
+    ]
+    assert ("notty", "alice") in {(t.tty, t.user) for t in r.ssh or ()}  # kept from before
+
+    fake.reads.clear()
+    clock.advance(10)
+    fake.procs[-2] = proc(100, "python3", ["python3", "train.py"], 18.0)  # idle again
+    probe.read()
+    assert set(fake.reads) == {105}  # its second look; the now idle 100 is not read
+    fake.reads.clear()
+    clock.advance(10)
+    # pid 1000 reused by a new process: read, never taken for the old "sleep"
+    fake.procs[0] = proc(1000, "cc1", ["cc1"], 0.0, user="bob", created=clock.wall - 1)
+    probe.read()
+    assert set(fake.reads) == {1000}
+
+
+def test_a_process_that_renamed_itself_just_after_first_sight_is_seen_renamed(
+    fake: FakePsutil, clock: FakeClock
+) -> None:
+    """sshd forks, is listed, then renames its child "user@notty" with no CPU to show."""
+    fake.procs = [proc(90, "sshd", ["sshd: alice [priv]"], 0.0, user="root")]
+    probe = make_probe(fake, clock)
+    fake.procs = [proc(90, "sshd", ["sshd: alice@notty"], 0.0, user="alice")]
+    clock.advance(10)
+    r = probe.read()
+    assert ("notty", "alice") in {(t.tty, t.user) for t in r.ssh or ()}
 
 
 def test_busy_user_processes_over_the_interval(fake: FakePsutil, clock: FakeClock) -> None:

@@ -35,7 +35,8 @@ T = TypeVar("T")
 _SSHD_NOTTY = re.compile(r"sshd(?:-session)?: (?P<user>[^\s@]+)@notty(?:\s|$)")
 _LOOPBACK = frozenset({"lo"})
 _MIN_AGE_S = 1.0  # floor for a new process's age: create_time is only good to ~1 s
-_PROC_ATTRS = ["pid", "ppid", "name", "username", "cmdline", "create_time", "cpu_times"]
+#: Read for every process on every sample: one read of /proc/PID/stat.
+_CHEAP_ATTRS = ["pid", "ppid", "create_time", "cpu_times"]
 
 
 # --- the psutil-like source -------------------------------------------------
@@ -51,7 +52,14 @@ class _User(Protocol):
 
 
 class _Proc(Protocol):
+    """A ``psutil.Process`` from ``process_iter``: ``info`` holds the attrs asked for;
+    the rest costs a read of /proc (and a user lookup) each, so only on demand."""
+
     info: dict[str, Any]
+
+    def name(self) -> str: ...
+    def username(self) -> str: ...
+    def cmdline(self) -> list[str]: ...
 
 
 class _NetIO(Protocol):
@@ -114,6 +122,29 @@ class _ProcInfo:
 
 
 @dataclass(frozen=True)
+class _Identity:
+    """What a process is, read only when it is new or used CPU (see ``_snapshot``)."""
+
+    name: str | None
+    user: str | None
+    cmdline: tuple[str, ...] | None
+    look_again: bool  # first read: read once more next time (see ``_snapshot``)
+
+
+def _read_identity(p: _Proc, *, first: bool) -> _Identity:
+    """Each field on its own: one that cannot be read is None, as ``process_iter`` does."""
+
+    def get(read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except psutil.Error:  # gone since the list was taken, a zombie, or not ours to read
+            return None
+
+    cmd = get(p.cmdline)
+    return _Identity(get(p.name), get(p.username), None if cmd is None else tuple(cmd), first)
+
+
+@dataclass(frozen=True)
 class _ProcState:
     mono: float
     cpu: dict[int, tuple[float | None, float | None]]  # pid -> (create_time, cpu_seconds)
@@ -165,6 +196,8 @@ class SystemProbe:
         self._net_prev: tuple[float, dict[str, tuple[int, int]]] | None = None
         self._disk_prev: tuple[float, tuple[int, int]] | None = None
         self._proc_prev: _ProcState | None = None
+        self._identities: dict[tuple[int, float | None], tuple[float | None, _Identity]] = {}
+        self.identity_reads = 0  # how many processes' identities were read, for the benchmark
         self.read()  # the baseline
 
     def read(self) -> SystemReading:
@@ -233,20 +266,37 @@ class SystemProbe:
     # -- processes
 
     def _snapshot(self) -> list[_ProcInfo]:
+        """Every process, reading its name, user and command line only when it is new
+        or used CPU since the previous read (a few per sample on an idle machine, so
+        the cost stays near one /proc read per process, not four and a user lookup).
+
+        Identities are kept by (pid, create_time), so a reused pid is a new process.
+        A new one is read twice, at first sight and on the next read: a fork that has
+        not yet renamed itself (sshd's "user@notty" child) does so at once, with too
+        little CPU to show. A process that renames itself later uses CPU to do so."""
         out: list[_ProcInfo] = []
-        for p in self._src.process_iter(_PROC_ATTRS):
+        known, self._identities = self._identities, {}
+        for p in self._src.process_iter(_CHEAP_ATTRS):
             i = p.info
             ct = i.get("cpu_times")
-            cmd = i.get("cmdline")
+            cpu = None if ct is None else float(ct.user + ct.system)
+            key = (int(i["pid"]), i.get("create_time"))
+            cached = known.get(key)
+            if cached is None or cached[1].look_again or cpu is None or cpu != cached[0]:
+                ident = _read_identity(p, first=cached is None)
+                self.identity_reads += 1
+            else:
+                ident = cached[1]
+            self._identities[key] = (cpu, ident)
             out.append(
                 _ProcInfo(
-                    pid=int(i["pid"]),
+                    pid=key[0],
                     ppid=i.get("ppid"),
-                    name=i.get("name"),
-                    user=i.get("username"),
-                    cmdline=None if cmd is None else tuple(cmd),
-                    create_time=i.get("create_time"),
-                    cpu_seconds=None if ct is None else float(ct.user + ct.system),
+                    name=ident.name,
+                    user=ident.user,
+                    cmdline=ident.cmdline,
+                    create_time=key[1],
+                    cpu_seconds=cpu,
                 )
             )
         return out
