@@ -24,7 +24,7 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from watchdog.agent.probes.system import SystemProbe, SystemReading
+from watchdog.agent.probes.system import ProcFs, SystemProbe, SystemReading
 from watchdog.core.processes import is_system
 from watchdog.core.sample import Process, Rates, Tty
 
@@ -665,3 +665,32 @@ def test_a_real_loopback_transfer_is_not_network_activity() -> None:
     assert psutil.net_io_counters(pernic=True)["lo"].bytes_recv - lo_before >= total
     assert r.net is not None
     assert r.net.total * elapsed < total / 4
+
+
+def test_the_proc_fs_list_reads_what_psutil_reads(spawn: list[subprocess.Popen[bytes]]) -> None:
+    """The fast process list (straight from /proc/PID/stat) against psutil's own answers."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no Linux /proc")
+    child = subprocess.Popen(["sleep", "30"])
+    spawn.append(child)
+    until_execed = time.monotonic() + 30
+    while psutil.Process(child.pid).name() != "sleep":  # the fork has not exec'd yet
+        assert time.monotonic() < until_execed
+        time.sleep(0.01)
+    listed = {p.info["pid"]: p for p in ProcFs().process_iter(["pid", "ppid", "cpu_times"])}
+    assert set(psutil.pids()) & set(listed) >= {os.getpid(), child.pid}
+    sleeper, real = listed[child.pid], psutil.Process(child.pid)
+    assert sleeper.info["ppid"] == os.getpid()
+    assert sleeper.info["create_time"] == pytest.approx(real.create_time(), abs=1e-6)
+    assert sleeper.info["cpu_times"][:2] == pytest.approx(tuple(real.cpu_times())[:2], abs=0.011)
+    assert (sleeper.name(), sleeper.cmdline()) == ("sleep", ["sleep", "30"])
+    assert sleeper.username() == real.username()
+
+
+def test_a_pid_reused_between_the_list_and_the_identity_read_is_not_misnamed() -> None:
+    from watchdog.agent.probes.system import _StatProc, _Times
+
+    me = psutil.Process()
+    stale = _StatProc(me.pid, me.ppid(), me.create_time() - 100, _Times(0.0, 0.0))
+    with pytest.raises(psutil.NoSuchProcess):
+        stale.name()
