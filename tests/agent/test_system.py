@@ -578,6 +578,13 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait()
 
 
+def _runs(pid: int, last_arg: str) -> bool:
+    try:
+        return psutil.Process(pid).cmdline()[-1:] == [last_arg]
+    except psutil.Error:
+        return False
+
+
 def test_a_real_busy_process_shows_up_and_an_idle_one_does_not(
     tmp_path: Path, spawn: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -586,10 +593,14 @@ def test_a_real_busy_process_shows_up_and_an_idle_one_does_not(
     busy = subprocess.Popen([sys.executable, str(script)])
     idle = subprocess.Popen(["sleep", "30"])
     spawn += [busy, idle]
-    time.sleep(0.2)
+    started = time.monotonic() + 30
+    while not (_runs(busy.pid, str(script)) and _runs(idle.pid, "30")):  # both exec'd
+        assert time.monotonic() < started, "the processes did not start"
+        time.sleep(0.01)
 
     me = psutil.Process(busy.pid)
     before, start = sum(me.cpu_times()[:2]), time.monotonic()
+    # Both exec'd; the busy one now needs a while on a core to show (the sleep below).
     probes = {
         "plain": SystemProbe(own_pid=-1),  # as if the agent were some other process
         "ignored": SystemProbe(own_pid=-1, ignore=["busy_loop"]),
@@ -673,9 +684,9 @@ def test_the_proc_fs_list_reads_what_psutil_reads(spawn: list[subprocess.Popen[b
         pytest.skip("no Linux /proc")
     child = subprocess.Popen(["sleep", "30"])
     spawn.append(child)
-    until_execed = time.monotonic() + 30
-    while psutil.Process(child.pid).name() != "sleep":  # the fork has not exec'd yet
-        assert time.monotonic() < until_execed
+    started = time.monotonic() + 30
+    while not _runs(child.pid, "30"):  # the fork has not exec'd yet
+        assert time.monotonic() < started, "sleep did not start"
         time.sleep(0.01)
     listed = {p.info["pid"]: p for p in ProcFs().process_iter(["pid", "ppid", "cpu_times"])}
     assert set(psutil.pids()) & set(listed) >= {os.getpid(), child.pid}
