@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import threading
@@ -221,4 +222,39 @@ def test_a_client_trickling_bytes_is_cut_off_at_the_connection_deadline() -> Non
         assert closed and s.recv(1) == b""  # before the 300 bytes (a minute) were through
     finally:
         s.close()
+        srv.stop()
+
+
+#: Where each machine's waiting system calls keep their timeout: (argument, "none").
+_WAITS = {
+    "x86_64": {7: (2, -1), 232: (3, -1), 281: (3, -1), 271: (2, 0)},  # poll, epoll_*, ppoll
+    "aarch64": {22: (3, -1), 73: (2, 0)},  # epoll_pwait, ppoll (a NULL timespec)
+}
+
+
+def test_the_accept_loop_sleeps_until_a_connection_comes() -> None:
+    """Nothing to do, nothing done: the loop waits with no timeout (it polled twice a
+    second before), as the kernel shows in /proc/self/task/TID/syscall."""
+    waits = _WAITS.get(os.uname().machine)
+    if waits is None or not Path("/proc/self/task").is_dir():
+        pytest.skip("system call numbers known for x86_64 and aarch64 Linux only")
+    srv = ReportServer("127.0.0.1:0", "s3cret-token")
+    srv.start()
+    try:
+        tid = srv._thread.native_id  # the accept loop, as the kernel names it
+        syscall = Path(f"/proc/self/task/{tid}/syscall")
+        fields: list[str] = []
+
+        def waiting() -> bool:
+            nonlocal fields
+            fields = syscall.read_text().split()
+            return bool(fields) and fields[0].isdigit() and int(fields[0]) in waits
+
+        _until(waiting)
+        arg, none = waits[int(fields[0])]
+        timeout = int(fields[1 + arg], 16)
+        assert timeout in ((none & 0xFFFFFFFF), (none & 0xFFFFFFFFFFFFFFFF)), fields
+        host, port = srv.address  # and it still answers
+        assert requests.get(f"http://{host}:{port}/v1/report", timeout=5).status_code == 401
+    finally:
         srv.stop()
