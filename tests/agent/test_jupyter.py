@@ -417,19 +417,27 @@ def test_no_servers_is_empty_not_unknown(tmp_path: Path) -> None:
 # --- kernels and terminals of a real server -----------------------------------------------
 
 
-def test_running_cell_is_busy(server: Server, kernel: LiveKernel) -> None:
+def test_running_cell_is_busy(server: Server, kernel: LiveKernel, tmp_path: Path) -> None:
     probe = probe_for(server)
     started = now()
-    kernel.client.execute("import time; time.sleep(30)")
+    # A silent cell that leaves a mark after each stretch of silence, so the test waits
+    # on those marks rather than on a clock of its own.
+    quiet, quieter = tmp_path / "quiet", tmp_path / "quieter"
+    kernel.client.execute(
+        "import pathlib, time\n"
+        f"time.sleep(0.3); pathlib.Path({str(quiet)!r}).touch()\n"
+        f"time.sleep(0.5); pathlib.Path({str(quieter)!r}).touch()\n"
+        "time.sleep(30)"
+    )
     busy = kernel_state(probe, kernel.id, "busy")
     assert busy.server == server.url
     assert busy.last_activity is not None
     assert started <= busy.last_activity <= now()
-    # A silent cell: last_activity stays where it started (after the busy status and
-    # execute_input, which may land just after the first read) while it runs.
-    time.sleep(0.3)
+    # last_activity stays where the cell started (after the busy status and
+    # execute_input, which may land just after the read above) while it runs.
+    until(quiet.exists, bool, START_TIMEOUT, "the cell's first mark")
     first = find_kernel(probe, kernel.id)
-    time.sleep(0.5)
+    until(quieter.exists, bool, START_TIMEOUT, "the cell's second mark")
     second = find_kernel(probe, kernel.id)
     assert first.execution_state == second.execution_state == "busy"
     assert first.last_activity == second.last_activity
@@ -571,9 +579,11 @@ def test_polling_does_not_count_as_activity(fresh_server: Server) -> None:
         "the cell to be recorded",
     )
     status_before = srv.status()["last_activity"]
+    # Each read is a request that would move the server's clock if it were tracked:
+    # that clock is now past the one recorded, so a tracked request would show.
+    until(now, lambda t: t > parse_timestamp(status_before), STATE_TIMEOUT, "the clock")
 
     for _ in range(5):
-        time.sleep(0.1)
         kernels, _ = probe.read()
         [k] = [k for k in kernels if k.id == live.id]
         assert k.last_activity == settled.last_activity
@@ -581,7 +591,6 @@ def test_polling_does_not_count_as_activity(fresh_server: Server) -> None:
     assert srv.status()["last_activity"] == status_before
 
     # Control: the same request without the flag does move the server's clock.
-    time.sleep(0.01)
     srv.api("GET", "api/kernels", track=True)
     assert parse_timestamp(srv.status()["last_activity"]) > parse_timestamp(status_before)
     assert find_kernel(probe, live.id).last_activity == settled.last_activity

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from watchdog.aws.ec2 import Boto3Ec2
 from watchdog.aws.fake import set_launch_time
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_STOPPED, Instance
-from watchdog.core.sample import Gpu, Sample
+from watchdog.core.sample import Gpu, Kernel, Sample
 from watchdog.core.timeutil import iso
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -189,3 +190,40 @@ def test_a_persistent_spot_instance_is_warned_and_backstopped(tmp_path: Path) ->
     assert len(world.told) == 1  # the scheduler's warning, on the terminals
     world.run(agent, [115, 125])
     assert state("us-east-1", world.iid) in ("stopping", "stopped")
+
+
+KERNEL_CASES = [
+    # (state, clients, seconds since its last message, [agent] keys, active, idle for)
+    # a busy kernel: active while it spoke within the last sample, then idle from its
+    # last message (a cell that computes silently counts through its CPU, GPU or I/O)
+    ("busy", 1, 60, {}, True, 0),
+    ("busy", 1, 61, {}, False, 61),
+    ("busy", 1, 119, {"sample_seconds": 120}, True, 0),
+    ("starting", 0, 61, {}, False, 61),
+    # an idle kernel with a client: idle from kernel_grace_seconds after its last message
+    ("idle", 1, 301, {}, True, 1),
+    ("idle", 1, 361, {}, False, 61),
+    ("idle", 1, 650, {"kernel_grace_seconds": 600}, True, 50),
+    # nobody there to read the output: idle from its last message
+    ("idle", 0, 61, {}, False, 61),
+]
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_how_long_a_silent_kernel_counts(tmp_path: Path, case: tuple[Any, ...]) -> None:
+    """What the README says: one sample interval for a busy kernel that says nothing,
+    ``kernel_grace_seconds`` for an idle one with a client; both from the config."""
+    state, clients, silent, agent_cfg, active, idle_for = case
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    agent = Agent(
+        config(agent=agent_cfg),
+        Script(now),
+        identity=None,
+        ec2=None,
+        state_path=tmp_path / "agent.json",
+        started_at=now - timedelta(hours=1),
+    )
+    last = now - timedelta(seconds=silent)
+    report = agent.observe(Sample(now, kernels=(Kernel("k", state, last, clients),)))
+    assert report.active is active
+    assert report.last_active_at == now - timedelta(seconds=idle_for)

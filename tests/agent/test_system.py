@@ -24,7 +24,7 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from watchdog.agent.probes.system import SystemProbe, SystemReading
+from watchdog.agent.probes.system import ProcFs, SystemProbe, SystemReading
 from watchdog.core.processes import is_system
 from watchdog.core.sample import Process, Rates, Tty
 
@@ -67,10 +67,27 @@ class PCpuTimes(NamedTuple):
 
 
 class Proc:
-    """What ``psutil.process_iter(attrs)`` yields: an object with ``.info``."""
+    """What ``psutil.process_iter(attrs)`` yields: ``.info`` with the attrs asked for, and
+    the other fields on demand (counted in ``reads``; None stands for AccessDenied)."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
+    def __init__(self, full: dict[str, Any], attrs: list[str], reads: list[int]) -> None:
+        self.info = {k: full[k] for k in attrs}
+        self._full, self._reads = full, reads
+
+    def _get(self, key: str) -> Any:
+        self._reads.append(self._full["pid"])
+        if self._full[key] is None:
+            raise psutil.AccessDenied(self._full["pid"])
+        return self._full[key]
+
+    def name(self) -> str:
+        return str(self._get("name"))
+
+    def username(self) -> str:
+        return str(self._get("username"))
+
+    def cmdline(self) -> list[str]:
+        return list(self._get("cmdline"))
 
 
 def proc(
@@ -104,6 +121,7 @@ class FakePsutil:
     nics: dict[str, NetIO] = field(default_factory=lambda: {"lo": NetIO(0, 0)})
     disk: DiskIO | None = field(default_factory=lambda: DiskIO(0, 0))
     fail: dict[str, Exception] = field(default_factory=dict)
+    reads: list[int] = field(default_factory=list)  # pid per expensive field read
 
     def _check(self, what: str) -> None:
         if what in self.fail:
@@ -116,7 +134,7 @@ class FakePsutil:
     def process_iter(self, attrs: list[str]) -> Iterator[Proc]:
         self._check("process_iter")
         for info in self.procs:
-            yield Proc({k: info[k] for k in attrs})
+            yield Proc(info, attrs, self.reads)
 
     def cpu_times(self) -> CpuTimes:
         self._check("cpu_times")
@@ -372,6 +390,56 @@ def test_unreadable_process_list_makes_processes_and_ssh_unknown(
 # --- processes, replayed --------------------------------------------------------
 
 
+def test_names_users_and_command_lines_are_read_only_for_new_or_busy_processes(
+    fake: FakePsutil, clock: FakeClock
+) -> None:
+    """400 idle processes cost one cheap read each per sample, not four reads and a user
+    lookup: their identities are kept from the first sight (and a second look)."""
+    idle = [proc(1000 + n, "sleep", ["sleep", "inf"], 1.0) for n in range(400)]
+    notty = proc(90, "sshd", ["sshd: alice@notty"], 2.0, user="alice", created=T0 - 50)
+    fake.procs = [*idle, notty, proc(100, "python3", ["python3", "train.py"], 10.0)]
+    probe = make_probe(fake, clock)
+    assert len(set(fake.reads)) == 402  # the baseline: everything is new
+    clock.advance(10)
+    probe.read()  # the second look at processes first seen at the baseline
+    fake.reads.clear()
+
+    clock.advance(10)
+    fake.procs[-1] = proc(100, "python3", ["python3", "train.py"], 18.0)  # 80 % of a core
+    fake.procs.append(proc(105, "make", ["make"], 2.0, user="bob", created=clock.wall - 4))
+    r = probe.read()
+    assert set(fake.reads) == {100, 105}  # the busy one and the new one, nothing idle
+    assert [(p.name, p.user, p.pid) for p in work(r.processes) or ()] == [
+        ("python3", "alice", 100),
+        ("make", "bob", 105),
+    ]
+    assert ("notty", "alice") in {(t.tty, t.user) for t in r.ssh or ()}  # kept from before
+
+    fake.reads.clear()
+    clock.advance(10)
+    fake.procs[-2] = proc(100, "python3", ["python3", "train.py"], 18.0)  # idle again
+    probe.read()
+    assert set(fake.reads) == {105}  # its second look; the now idle 100 is not read
+    fake.reads.clear()
+    clock.advance(10)
+    # pid 1000 reused by a new process: read, never taken for the old "sleep"
+    fake.procs[0] = proc(1000, "cc1", ["cc1"], 0.0, user="bob", created=clock.wall - 1)
+    probe.read()
+    assert set(fake.reads) == {1000}
+
+
+def test_a_process_that_renamed_itself_just_after_first_sight_is_seen_renamed(
+    fake: FakePsutil, clock: FakeClock
+) -> None:
+    """sshd forks, is listed, then renames its child "user@notty" with no CPU to show."""
+    fake.procs = [proc(90, "sshd", ["sshd: alice [priv]"], 0.0, user="root")]
+    probe = make_probe(fake, clock)
+    fake.procs = [proc(90, "sshd", ["sshd: alice@notty"], 0.0, user="alice")]
+    clock.advance(10)
+    r = probe.read()
+    assert ("notty", "alice") in {(t.tty, t.user) for t in r.ssh or ()}
+
+
 def test_busy_user_processes_over_the_interval(fake: FakePsutil, clock: FakeClock) -> None:
     fake.procs = [
         proc(100, "python3", ["python3", "train.py"], 10.0),
@@ -510,6 +578,13 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait()
 
 
+def _runs(pid: int, last_arg: str) -> bool:
+    try:
+        return psutil.Process(pid).cmdline()[-1:] == [last_arg]
+    except psutil.Error:
+        return False
+
+
 def test_a_real_busy_process_shows_up_and_an_idle_one_does_not(
     tmp_path: Path, spawn: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -518,10 +593,14 @@ def test_a_real_busy_process_shows_up_and_an_idle_one_does_not(
     busy = subprocess.Popen([sys.executable, str(script)])
     idle = subprocess.Popen(["sleep", "30"])
     spawn += [busy, idle]
-    time.sleep(0.2)
+    started = time.monotonic() + 30
+    while not (_runs(busy.pid, str(script)) and _runs(idle.pid, "30")):  # both exec'd
+        assert time.monotonic() < started, "the processes did not start"
+        time.sleep(0.01)
 
     me = psutil.Process(busy.pid)
     before, start = sum(me.cpu_times()[:2]), time.monotonic()
+    # Both exec'd; the busy one now needs a while on a core to show (the sleep below).
     probes = {
         "plain": SystemProbe(own_pid=-1),  # as if the agent were some other process
         "ignored": SystemProbe(own_pid=-1, ignore=["busy_loop"]),
@@ -597,3 +676,32 @@ def test_a_real_loopback_transfer_is_not_network_activity() -> None:
     assert psutil.net_io_counters(pernic=True)["lo"].bytes_recv - lo_before >= total
     assert r.net is not None
     assert r.net.total * elapsed < total / 4
+
+
+def test_the_proc_fs_list_reads_what_psutil_reads(spawn: list[subprocess.Popen[bytes]]) -> None:
+    """The fast process list (straight from /proc/PID/stat) against psutil's own answers."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no Linux /proc")
+    child = subprocess.Popen(["sleep", "30"])
+    spawn.append(child)
+    started = time.monotonic() + 30
+    while not _runs(child.pid, "30"):  # the fork has not exec'd yet
+        assert time.monotonic() < started, "sleep did not start"
+        time.sleep(0.01)
+    listed = {p.info["pid"]: p for p in ProcFs().process_iter(["pid", "ppid", "cpu_times"])}
+    assert set(psutil.pids()) & set(listed) >= {os.getpid(), child.pid}
+    sleeper, real = listed[child.pid], psutil.Process(child.pid)
+    assert sleeper.info["ppid"] == os.getpid()
+    assert sleeper.info["create_time"] == pytest.approx(real.create_time(), abs=1e-6)
+    assert sleeper.info["cpu_times"][:2] == pytest.approx(tuple(real.cpu_times())[:2], abs=0.011)
+    assert (sleeper.name(), sleeper.cmdline()) == ("sleep", ["sleep", "30"])
+    assert sleeper.username() == real.username()
+
+
+def test_a_pid_reused_between_the_list_and_the_identity_read_is_not_misnamed() -> None:
+    from watchdog.agent.probes.system import _StatProc, _Times
+
+    me = psutil.Process()
+    stale = _StatProc(me.pid, me.ppid(), me.create_time() - 100, _Times(0.0, 0.0))
+    with pytest.raises(psutil.NoSuchProcess):
+        stale.name()

@@ -16,8 +16,12 @@ configured otherwise; without a readable token file it does not start.
 from __future__ import annotations
 
 import hmac
+import io
 import json
+import selectors
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,10 +109,82 @@ def read_token(path: str | Path) -> str | None:
     return token
 
 
-class ReportServer:
-    """``GET /v1/report`` over HTTP on a background thread."""
+#: A connection gets this long in all (request, headers, answer), however slowly
+#: its bytes come; then it is closed.
+CONNECTION_SECONDS = 5.0
+#: Connections served at once; one more is closed at once (never queued), so a
+#: flood of idle sockets pins at most this many threads, for CONNECTION_SECONDS.
+MAX_CONNECTIONS = 16
 
-    def __init__(self, listen: str, token: str):
+
+class _Deadline(io.RawIOBase):
+    """A socket's reads, each allowed only the time left before a fixed moment:
+    a per-read timeout alone lets a client that sends one byte every few seconds
+    hold a thread for as long as it likes."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("connection time used up")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``limit`` at once; the rest closed at once."""
+
+    daemon_threads = True
+    request_queue_size = 64  # listen backlog: a burst waits briefly to be accepted and closed
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+        self._limit = limit
+        self._full = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            if not self._full:  # once per flood, not once per connection
+                log.warning("HTTP endpoint busy: closing new connections", limit=self._limit)
+            self._full = True
+            self.shutdown_request(request)
+            return
+        self._full = False
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class ReportServer:
+    """``GET /v1/report`` over HTTP on a background thread.
+
+    The accepting thread sleeps until a connection comes or ``stop`` wakes it
+    (no polling); each connection gets ``timeout`` seconds in all, and at most
+    ``limit`` are served at once.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        token: str,
+        *,
+        timeout: float = CONNECTION_SECONDS,
+        limit: int = MAX_CONNECTIONS,
+    ):
         host, _, port = listen.rpartition(":")
         self._token = token.encode()
         self._report: dict[str, Any] | None = None
@@ -116,6 +192,12 @@ class ReportServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                super().setup()
+                self.rfile.close()
+                deadline = time.monotonic() + timeout
+                self.rfile = io.BufferedReader(_Deadline(self.connection, deadline))
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] != "/v1/report":
                     self._send(404, {"error": "not found"})
@@ -145,9 +227,21 @@ class ReportServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # one structured line per decision is enough; no access log
 
-        self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server((host or "127.0.0.1", int(port)), Handler, limit)
+        self._server.timeout = 0  # handle_request() is called only when a connection waits
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="http-endpoint", daemon=True)
+
+    def _serve(self) -> None:
+        """Accept connections until ``stop``; blocks in ``select`` with no timeout."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._wake_r in ready:
+                    return
+                self._server.handle_request()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -164,5 +258,9 @@ class ReportServer:
             self._report = report.to_json()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._wake_w.send(b"x")
+            self._thread.join()
         self._server.server_close()
+        self._wake_r.close()
+        self._wake_w.close()

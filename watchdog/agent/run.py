@@ -320,12 +320,21 @@ class Agent:
             sdnotify.notify("WATCHDOG=1")
 
     def serve(self, stop: threading.Event) -> None:
-        """The live loop under systemd: READY after the first sample, WATCHDOG every sample."""
+        """The live loop under systemd: READY once set up, then a sample and WATCHDOG
+        every interval.
+
+        The first sample too comes a full interval after the probes took their
+        baseline (when they were built): over the few milliseconds until an
+        immediate first read, one 10 ms scheduler tick of any process reads as
+        tens of percent of a core, and the first report said "active"."""
         interval = self.cfg.agent.sample_seconds
         if self.server is not None:
             self.server.start()
-        first = True
-        while not stop.is_set():
+        sdnotify.notify("READY=1")
+        while True:
+            self._wait(stop, interval)
+            if stop.is_set():
+                break
             try:
                 report = self.step(utcnow())
                 sdnotify.notify(
@@ -334,10 +343,6 @@ class Agent:
                 )
             except Exception:  # the loop outlives a bad sample
                 log.exception("sample failed")
-            if first:
-                sdnotify.notify("READY=1")
-                first = False
-            self._wait(stop, interval)
         if self.server is not None:
             self.server.stop()
 

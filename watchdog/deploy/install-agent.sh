@@ -23,6 +23,9 @@
 # Idempotent: a second run keeps config.toml and the token byte for byte,
 # leaves an identical unit alone and does not restart an unchanged agent.
 set -euo pipefail
+# Whatever the caller's umask: systemd runs the venv as root, so nothing in it
+# (nor the config or the unit) may be writable by anyone else.
+umask 022
 
 readonly UNIT_NAME=idle-watchdog-agent.service
 readonly DEFAULT_PREFIX=/opt/idle-watchdog
