@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 AMI = "ami-12c6146b"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ec2(region: str = "us-east-1") -> EC2Client:
@@ -103,3 +106,16 @@ class Clock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+def source_copy(tmp_path: Path) -> Path:
+    """The repository's package sources, so that pip builds outside the working tree."""
+    dest = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".*", "__pycache__", "build", "dist", "*.egg-info", "tests", "benchmarks", "docs"
+        ),
+    )
+    return dest

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.helpers import source_copy
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -203,19 +205,6 @@ def test_agent_unit_is_hardened_but_can_reach_what_the_agent_reads() -> None:
 
 
 # --- (b) the install script ---------------------------------------------------------
-
-
-def source_copy(tmp_path: Path) -> Path:
-    """The repository's package sources, so that pip builds outside the working tree."""
-    dest = tmp_path / "src"
-    shutil.copytree(
-        ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".*", "__pycache__", "build", "dist", "*.egg-info", "tests", "benchmarks", "docs"
-        ),
-    )
-    return dest
 
 
 def install(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import source_copy
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "watchdog" / "deploy" / "install-agent.sh"
-
-
-def source_copy(tmp_path: Path) -> Path:
-    """The package sources, so that pip builds outside the working tree."""
-    dest = tmp_path / "src"
-    shutil.copytree(
-        ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".*", "__pycache__", "build", "dist", "*.egg-info", "tests", "benchmarks", "docs"
-        ),
-    )
-    return dest
 
 
 def writable_by_others(top: Path) -> list[str]:
