@@ -149,6 +149,33 @@ def test_one_character_more_drops_the_last_reason() -> None:
         decode(f"{text}+{'d' * 27}")  # 257: what the encoder refused to write
 
 
+HEAD = "v1 s=1795420800 a=0 l=1795420790"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("v2 s=1 a=0 l=0", "unsupported heartbeat version 'v2'"),
+        ("version-two-and-then-some s=1", "unsupported heartbeat version 'version-two-and-'"),
+        (f"{HEAD} r={'x' * 230}", "longer than 256 characters"),
+        (f"{HEAD} {'garbage' * 6}", f"malformed field {('garbage' * 6)[:32]!r}"),
+        (f"{HEAD} {'k' * 20}=1 {'k' * 20}=2", "field 'kkkkkkkkkkkkkkkk' given twice"),
+        ("v1 s=1795420800 a=1", "missing or bad field 'l'"),
+        ("v1 s=17954208001234567890 a=1 l=0", "missing or bad field '1795420800123456'"),
+        ("v1 s=1795420800 a=1 l=1795420801", "last activity after the sample time"),
+    ],
+)
+def test_why_a_heartbeat_is_unreadable_is_said_in_the_notice(text: str, message: str) -> None:
+    """The scheduler's notice quotes this: "heartbeat tag unreadable (...)"."""
+    with pytest.raises(HeartbeatError) as caught:
+        decode(text)
+    assert str(caught.value) == message
+
+
+def test_an_equals_sign_inside_a_value_belongs_to_the_value() -> None:
+    assert decode(f"{HEAD} r=gpu:0=x+tty").reasons == ("gpu:0=x", "tty")
+
+
 def test_unknown_fields_are_ignored() -> None:
     beat = decode("v1 s=1795420800 x=42 a=0 gpu=3 l=1795420790 r=gpu:0 zz=")
     assert beat == Heartbeat(T, False, T - timedelta(seconds=10), ("gpu:0",))
