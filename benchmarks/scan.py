@@ -28,7 +28,7 @@ import boto3
 import requests
 
 from watchdog import log
-from watchdog.aws.ec2 import Boto3Ec2, scan_regions
+from watchdog.aws.ec2 import AwsError, Boto3Ec2, scan_regions
 from watchdog.aws.fake import moto_server
 from watchdog.config import Config
 from watchdog.core import heartbeat as hb
@@ -87,6 +87,19 @@ class Replay:
         raise AssertionError("dry run")
 
     def untag(self, region: str, resource_id: str, keys: Sequence[str]) -> None:
+        raise AssertionError("dry run")
+
+    def describe_many(self, region: str, ids: Sequence[str]) -> dict[str, Instance]:
+        return {i.id: i for i in self.scans[region].instances if i.id in ids}
+
+    def stop_many(
+        self, region: str, ids: Sequence[str], *, hibernate: bool = False
+    ) -> dict[str, AwsError | None]:
+        raise AssertionError("dry run")
+
+    def tag_many(
+        self, region: str, ids: Sequence[str], tags: Mapping[str, str]
+    ) -> dict[str, AwsError | None]:
         raise AssertionError("dry run")
 
 

@@ -183,7 +183,7 @@ def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
             '[billing.prices]\n"g5.xlarge" = nan\n',
             "billing.prices.g5.xlarge",
             2,
-            "expected a number",
+            "expected a finite number, got nan",
         ),
     ],
 )
@@ -216,6 +216,48 @@ def test_toml_syntax_error_gives_a_line(tmp_path: Path, text: str, line: int) ->
     assert str(caught.value).startswith(f"{path}:{line}: not valid TOML")
 
 
+def _float_keys() -> list[str]:
+    """Every float key of the schema, as ``section.key``."""
+    return [
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(Config)
+        if section.name != "source"
+        for f in dataclasses.fields(type(getattr(DEFAULT, section.name)))
+        if f.type in (float, "float")
+    ]
+
+
+def test_the_schema_has_float_keys_to_check() -> None:
+    assert "notify.long_running_hours" in _float_keys() and len(_float_keys()) >= 5
+
+
+@pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "+inf", "-inf"])
+@pytest.mark.parametrize("key", _float_keys())
+def test_nan_and_infinities_are_rejected_for_every_float_key(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    section, name = key.split(".")
+    path = write(tmp_path, f"# a comment\n[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}:3: {key}: expected a finite number, got ")
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[idle]\nminutes = 30\n# caf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}:3: not UTF-8 text (byte 0xe9")
+
+
+def test_a_missing_named_file_says_so_and_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "nope.toml")
+    assert str(caught.value).startswith(f"{tmp_path / 'nope.toml'}: no such file: create it")
+    assert "idle-watchdog config example" in str(caught.value)
+
+
 def test_unreadable_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError, match=r"nope\.toml"):
@@ -246,7 +288,7 @@ def test_environment_variable_naming_a_missing_file_is_an_error(
     no_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV_VAR, str(no_config / "missing.toml"))
-    with pytest.raises(ConfigError, match=r"missing\.toml"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: no such file \(named by \$IDLE_WATCH"):
         load()
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from watchdog.scheduler.notifier import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+KEEP_MAX_DAYS = 365  # the longest `keep --for`: the one limit, in its help and its error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         metavar="PATH",
         type=Path,
+        # SUPPRESS: a subcommand's copy of the option must not overwrite the value given
+        # before the subcommand with its default, so `--config` works on either side.
+        default=argparse.SUPPRESS,
         help=f"config file (default: ${configmod.ENV_VAR}, then the "
         "platform's config.toml, then built-in defaults)",
     )
@@ -46,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="the scheduler daemon")
     run.add_argument("--once", action="store_true", help="make one full pass and exit")
     run.add_argument("--dry-run", action="store_true", help="decide and log; change nothing")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, aws=True)
 
     status = sub.add_parser("status", parents=[common], help="every watched instance")
     status.add_argument("--json", action="store_true", help="one JSON document")
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FAMILY",
         help="only this GPU family (g5, p4d, ...); repeatable",
     )
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, aws=True)
 
     keep = sub.add_parser("keep", parents=[common], help="snooze auto-stop for an instance")
     keep.add_argument(
@@ -68,10 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         "--for",
         dest="duration",
         metavar="DURATION",
-        help="how long to keep it running (30m, 2h, 1d)",
+        type=_keep_for,  # checked while parsing: before credentials and any AWS call
+        help=f"how long to keep it running: 30m, 2h, 1h30m, 1d (at most {KEEP_MAX_DAYS} days)",
     )
     group.add_argument("--off", action="store_true", help="end the snooze now")
-    keep.set_defaults(func=cmd_keep)
+    keep.set_defaults(func=cmd_keep, aws=True)
 
     agent = sub.add_parser("agent", parents=[common], help="the on-instance agent")
     agent.add_argument("--once", action="store_true", help="sample once, publish, exit")
@@ -118,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("path", type=Path)
     check.set_defaults(func=cmd_config_check)
+    example = cfg_sub.add_parser(
+        "example", parents=[common], help="print an example config: every key, its default"
+    )
+    example.set_defaults(func=cmd_config_example)
     from watchdog.launch.commands import add_commands
 
     add_commands(sub, common)
@@ -128,18 +137,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.configure()
     try:
-        cfg = configmod.load(args.config) if args.func is not cmd_config_check else Config()
+        standalone = args.func in (cmd_config_check, cmd_config_example)
+        cfg = Config() if standalone else configmod.load(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"idle-watchdog: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "aws", False):
+        problem = _credentials_problem(cfg)
+        if problem:
+            print(f"idle-watchdog: {problem}", file=sys.stderr)
+            return EXIT_FAILED
     code: int = args.func(args, cfg)
     return code
+
+
+def _credentials_problem(cfg: Config) -> str | None:
+    """Why AWS calls cannot even be signed (no credentials, an unknown profile), or None.
+
+    Checked before a command's first call, so the person reads what to do (in the
+    launcher's words) instead of a botocore traceback, a JSON log line or a misleading
+    "not found". Resolved locally: no API call.
+    """
+    from watchdog.aws.errors import AwsError
+    from watchdog.aws.launching import LauncherAws
+    from watchdog.launch.errors import explain
+
+    try:
+        LauncherAws.from_profile(cfg.aws.profile).check_credentials()
+    except AwsError as exc:
+        return explain(exc.code, exc.message)
+    return None
 
 
 def _api(cfg: Config):  # type: ignore[no-untyped-def]  # boto3 imported lazily: fast --help
     from watchdog.aws.ec2 import Boto3Ec2
 
-    return Boto3Ec2(profile=cfg.aws.profile)
+    return Boto3Ec2.from_config(cfg.aws)  # its profile, timeouts and attempts
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
@@ -187,22 +220,12 @@ def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.aws.ec2 import scan_regions
-    from watchdog.core.policy import plan
     from watchdog.desktop import status
     from watchdog.desktop.store import Store
 
     now = utcnow()
-    scans = scan_regions(_api(cfg), cfg.aws.regions, cfg.aws.max_workers)
-    store, dry = Store(configmod.database_path(cfg)), cfg.scheduler.dry_run
-    warned, noticed = store.last_told("warn", dry_run=dry), store.last_told("notice", dry_run=dry)
-    planned = [
-        p
-        for s in scans
-        for p in plan(s.instances, s.spot_requests, now, cfg, warned=warned, noticed=noticed)
-    ]
+    planned, errors = status.survey(_api(cfg), Store(configmod.database_path(cfg)), cfg, now)
     data = status.rows(planned, now, cfg, args.family)
-    errors = {s.region: s.error for s in scans if s.error}
     if args.json:
         print(json.dumps({"now": iso(now), "rows": data, "region_errors": errors}, indent=2))
     else:
@@ -212,11 +235,39 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
+def keep_duration(text: str) -> timedelta:
+    """``keep --for``'s duration: a unit is required, more than 0, at most ``KEEP_MAX_DAYS``."""
+    cleaned = text.strip()
+    if cleaned.isascii() and cleaned.isdigit():
+        raise ValueError(f"{text!r} has no unit: say 30m, 2h or 1d")
+    try:
+        duration = parse_duration(cleaned)
+    except (ValueError, OverflowError) as exc:
+        if str(exc).startswith("too long"):
+            duration = timedelta.max
+        else:
+            raise ValueError(str(exc)) from exc
+    if duration <= timedelta(0):
+        raise ValueError(f"{text!r} is no time at all: say how long, e.g. 30m, 2h or 1d")
+    if duration > timedelta(days=KEEP_MAX_DAYS):
+        raise ValueError(f"{text!r} is too long: keep for at most {KEEP_MAX_DAYS} days")
+    return duration
+
+
+def _keep_for(text: str) -> timedelta:
+    try:
+        return keep_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
     from watchdog.aws.ec2 import AwsError, scan_regions
 
+    duration: timedelta | None = args.duration
     api = _api(cfg)
     found: Instance | None = None
+    errors: dict[str, str] = {}
     if args.instance_id is None:  # run on the instance itself
         identity = _identity(None, cfg)
         if identity is None:
@@ -234,25 +285,24 @@ def cmd_keep(args: argparse.Namespace, cfg: Config) -> int:
     else:
         for scan in scan_regions(api, cfg.aws.regions, cfg.aws.max_workers):
             found = next((i for i in scan.instances if i.id == args.instance_id), found)
+            if scan.error:
+                errors[scan.region] = scan.error
     if found is None:
-        print(
-            f"idle-watchdog: {args.instance_id} not found in {', '.join(cfg.aws.regions)}",
-            file=sys.stderr,
-        )
+        where = [r for r in cfg.aws.regions if r not in errors]
+        if where:
+            print(
+                f"idle-watchdog: {args.instance_id} not found in {', '.join(where)}",
+                file=sys.stderr,
+            )
+        for region, error in errors.items():
+            print(f"idle-watchdog: could not look in {region}: {error}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        if args.off:
+        if duration is None:
             api.untag(found.region, found.id, [TAG_KEEP_UNTIL])
             print(f"{found.id}: keep ended; auto-stop applies again")
             return EXIT_OK
-        try:
-            until = utcnow() + parse_duration(args.duration)
-        except (ValueError, OverflowError) as exc:
-            print(f"idle-watchdog: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        if until - utcnow() > timedelta(days=365):
-            print("idle-watchdog: keep for at most a year", file=sys.stderr)
-            return EXIT_USAGE
+        until = utcnow() + duration
         api.tag(found.region, found.id, {TAG_KEEP_UNTIL: iso(until)})
     except AwsError as exc:
         print(f"idle-watchdog: {exc}", file=sys.stderr)
@@ -289,14 +339,21 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
     from watchdog.sim.trace import TraceError
     from watchdog.sim.trace import load as load_trace
 
-    identity = _identity(args.instance_id, cfg)
-    ec2 = _api(cfg) if identity is not None else None
+    trace = None
     if args.replay:
-        try:
+        try:  # before IMDS and AWS: a bad file is the first thing to say
             trace = load_trace(args.replay)
         except TraceError as exc:
             print(f"idle-watchdog: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    identity = _identity(args.instance_id, cfg)
+    if identity is not None and (args.once or trace is not None):
+        problem = _credentials_problem(cfg)
+        if problem:
+            print(f"idle-watchdog: {problem}", file=sys.stderr)
+            return EXIT_FAILED
+    ec2 = _api(cfg) if identity is not None else None
+    if trace is not None:
         start = utcnow() - timedelta(seconds=trace.duration)
         th = Thresholds.from_config(replace(cfg.agent, sample_seconds=trace.sample_seconds))
         who = identity.instance_id if identity else "local"
@@ -360,6 +417,14 @@ def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
             f"{report.instance_id}: {report.state} ({reasons}); "
             f"last active {iso(report.last_active_at)}"
         )
+    if agent.heartbeat is None or agent.heartbeat.last is None:  # why: said above
+        why = (
+            "no instance to publish to (pass --instance-id off EC2)"
+            if identity is None
+            else "the heartbeat tag was not written (the error is above)"
+        )
+        print(f"idle-watchdog: report not published: {why}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -429,4 +494,17 @@ def cmd_config_check(args: argparse.Namespace, cfg: Config) -> int:
         print(f"idle-watchdog: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.path}: ok")
+    return EXIT_OK
+
+
+def cmd_config_example(args: argparse.Namespace, cfg: Config) -> int:
+    from importlib import resources
+
+    text = (
+        resources.files("watchdog")
+        .joinpath("deploy")
+        .joinpath("config.example.toml")
+        .read_text("utf-8")
+    )
+    print(text, end="")
     return EXIT_OK

@@ -90,13 +90,29 @@ def default_path() -> Path | None:
 
 def load(path: str | Path | None = None) -> Config:
     """Load ``path`` (or the default location); defaults when there is no file at all."""
-    chosen = Path(path) if path is not None else default_path()
+    chosen = Path(path).expanduser() if path is not None else default_path()
     if chosen is None:
         return DEFAULT
     try:
-        text = chosen.read_text(encoding="utf-8")
+        data = chosen.read_bytes()
+    except FileNotFoundError as exc:
+        named = f" (named by ${ENV_VAR})" if path is None else ""
+        raise ConfigError(
+            f"no such file{named}: create it (`idle-watchdog config example > FILE` prints "
+            "every key with its default) or name an existing one",
+            source=str(chosen),
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(chosen)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}): save the "
+            "file as UTF-8",
+            source=str(chosen),
+            line=data.count(b"\n", 0, exc.start) + 1,
+        ) from exc
     return parse(text, source=str(chosen))
 
 
@@ -191,8 +207,10 @@ def _convert(
             raise loc.error(path, f"expected a whole number, got {_show(value)}")
         return _in_range(value, path, loc, meta)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise loc.error(path, f"expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise loc.error(path, f"expected a finite number, got {value}")
         return _in_range(float(value), path, loc, meta)
     if hint is str:
         if not isinstance(value, str):

@@ -125,3 +125,63 @@ def test_the_cli_commands_use_the_real_service_manager_command(
         "--user disable --now idle-watchdog.service",
         "--user daemon-reload",
     ]
+
+
+def test_without_a_user_bus_the_hint_runs_every_step_left(home: Path, exe: str) -> None:
+    """daemon-reload fails first without a user manager; the hint must still enable it."""
+    outcome = service.install(
+        runner=Recorder(fail="daemon-reload"), platform="linux", executable=exe
+    )
+    assert not outcome.ok
+    assert outcome.lines[-2] == "systemctl --user daemon-reload failed: Failed to connect to bus"
+    assert outcome.lines[-1] == (
+        "then run by hand: systemctl --user daemon-reload && "
+        "systemctl --user enable --now idle-watchdog.service"
+    )
+
+
+def _failing_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str) -> Path:
+    """A ``systemctl`` on PATH that fails (like without a user bus) when ``fail`` is asked."""
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir(exist_ok=True)
+    log = tmp_path / "systemctl.log"
+    (fake_bin / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        f'case "$*" in *{fail}*) echo "Failed to connect to bus: No medium found" >&2; exit 1;; '
+        "esac\n"
+    )
+    (fake_bin / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("sys.platform", "linux")
+    return log
+
+
+@pytest.mark.parametrize("fail", ["disable", "daemon-reload"])
+def test_uninstall_reports_a_failed_systemctl_step_as_failed(
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fail: str,
+) -> None:
+    service.install(runner=Recorder(), platform="linux", executable="/bin/true")
+    unit = home / ".config" / "systemd" / "user" / "idle-watchdog.service"
+    _failing_systemctl(tmp_path, monkeypatch, fail)
+    assert main(["uninstall-service"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    failed = [line for line in out if line.startswith("systemctl --user") and "failed" in line]
+    assert failed and fail in failed[0] and "Failed to connect to bus" in failed[0]
+    assert not any(line.startswith("ran ") and fail in line for line in out)
+    assert out[-1].startswith("then run by hand: systemctl --user ")
+    # a failed disable keeps the unit (it may still be running); a failed reload removed it
+    assert unit.exists() is (fail == "disable")
+
+
+def test_uninstall_of_nothing_installed_runs_nothing(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = _failing_systemctl(tmp_path, monkeypatch, "disable")
+    assert main(["uninstall-service"]) == 0
+    assert capsys.readouterr().out.strip().endswith("was not installed")
+    assert not log.exists()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from tests.helpers import config
 from watchdog.core.fleet import TAG_MANAGED, TAG_STOPPED, Instance, SpotRequest
@@ -31,25 +36,68 @@ def planned(subject: Instance | SpotRequest, action: Action, reason: str, **kw: 
     return Planned(subject, Decision(subject.region, subject.id, action, reason, **kw))  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This computer's clock is in Berlin (UTC+1 in November): times shown are local."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("berlin")
 def test_the_warning_says_what_when_and_why_with_buttons() -> None:
     item = planned(
         inst(),
         Action.WARN,
         "idle for 20m",
-        idle_since=NOW - timedelta(minutes=20),
+        idle_since=NOW - timedelta(minutes=22),
         stop_at=NOW + timedelta(minutes=10),
     )
     (msg,) = messages([item], [("i-0abc", "warn", True, "")], NOW, CFG)
-    assert msg.title == "nb (i-0abc) stops in 10m"
-    assert "g5.xlarge in us-east-1, $1.01/h" in msg.body
-    assert "Idle for 20m: no GPU, notebook, terminal, process or transfer activity" in msg.body
-    assert "It stops at 2026-11-23T15:10:00Z" in msg.body
+    assert msg.title == "nb stops in 10m"
+    assert msg.body.splitlines() == [
+        "Idle since 15:38: no GPU, notebook, terminal, process or transfer activity.",
+        "Costs $1.01/h; stops at 16:10 unless you keep it.",
+    ]
     assert [(b.label, b.action) for b in msg.buttons] == [
         ("Keep 1h", "keep:1h"),
         ("Keep 3h", "keep:3h"),
         ("Stop now", "stop"),
     ]
     assert msg.urgent and msg.target == "i-0abc" and msg.region == "us-east-1"
+
+
+@pytest.mark.usefixtures("berlin")
+def test_the_warning_names_the_day_when_it_is_not_today_and_uses_the_id_without_a_name() -> None:
+    late = NOW.replace(hour=22, minute=50)  # 23:50 in Berlin
+    item = planned(
+        inst(tags={TAG_MANAGED: "true"}, type="p9.unknown"),
+        Action.WARN,
+        "idle",
+        idle_since=late - timedelta(days=1, minutes=30),
+        stop_at=late + timedelta(minutes=20),
+    )
+    (msg,) = messages([item], [("i-0abc", "warn", True, "")], late, CFG)
+    assert msg.title == "i-0abc stops in 20m"
+    assert msg.body.startswith("Idle since 22 Nov 23:20: ")
+    assert msg.body.splitlines()[1] == "Stops at 24 Nov 00:10 unless you keep it."
+
+
+def test_the_warning_stays_short_enough_for_a_notification_bubble() -> None:
+    """Two lines, under 140 characters: it used to wrap to ten lines in a notification daemon."""
+    item = planned(
+        inst(id="i-0123456789abcdef0", tags={TAG_MANAGED: "true", "Name": "x" * 40}),
+        Action.WARN,
+        "idle",
+        idle_since=NOW - timedelta(days=3),
+        stop_at=NOW + timedelta(minutes=10),
+    )
+    (msg,) = messages([item], [("i-0123456789abcdef0", "warn", True, "")], NOW, CFG)
+    assert len(msg.body.splitlines()) == 2 and len(msg.body) <= 140
+    assert not re.search(r"\d{4}-\d\d-\d\dT", msg.body)  # no ISO stamps
+    assert len(msg.title) <= 60
 
 
 def test_stop_cancel_notice_and_failure_each_say_what_happened() -> None:
@@ -82,7 +130,11 @@ def test_stop_cancel_notice_and_failure_each_say_what_happened() -> None:
         ("i-3", "stop", False, "UnauthorizedOperation: no"),
     ]
     stop, cancel, notice, failed = messages(items, done, NOW, CFG)
-    assert stop.title == "Stopped nb (i-0abc)" and "saves $1.01/h" in stop.body
+    assert stop.title == "Stopped nb"
+    assert stop.body.splitlines() == [
+        "Idle for 30m (threshold 30m). Saves $1.01/h.",
+        "Its disks are kept: start it again when you need it.",
+    ]
     assert cancel.title == "Cancelled spot request sir-1"
     assert (
         "would launch a p3.2xlarge" in cancel.body and "No instance was terminated" in cancel.body

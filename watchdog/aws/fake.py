@@ -74,3 +74,16 @@ def set_launch_time(region: str, instance_id: str, when: datetime) -> None:
     if instance is None:
         raise KeyError(instance_id)
     instance.launch_time = when
+
+
+def set_platform_details(region: str, instance_id: str, details: str = "Linux/UNIX") -> None:
+    """Report ``PlatformDetails`` as EC2 does for every instance (moto leaves it out).
+
+    Billing depends on it: Linux bills per second, an unknown platform per started hour.
+    """
+    from moto.ec2.models import ec2_backends
+
+    instance = ec2_backends[MOTO_ACCOUNT][region].get_instance_by_id(instance_id)
+    if instance is None:
+        raise KeyError(instance_id)
+    instance.platform_details = details  # type: ignore[attr-defined]  # moto serializes it by name

@@ -86,7 +86,7 @@ def install(
             ["launchctl", "bootout", f"gui/{os.getuid()}", str(path)],
             ["launchctl", "bootstrap", f"gui/{os.getuid()}", str(path)],
         ]
-        return _apply(runner, path, steps, optional_first=True)
+        return _apply(runner, path, steps, optional_first=True, done_before=[f"wrote {path}"])
     path = _user_unit_dir() / UNIT
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(unit_text(exe), encoding="utf-8")
@@ -94,49 +94,65 @@ def install(
         ["systemctl", "--user", "daemon-reload"],
         ["systemctl", "--user", "enable", "--now", UNIT],
     ]
-    return _apply(runner, path, steps)
+    return _apply(runner, path, steps, done_before=[f"wrote {path}"])
 
 
 def uninstall(*, runner: Runner = run, platform: str | None = None) -> Outcome:
     platform = platform or sys.platform
     if platform == "darwin":
         path = _launch_agents() / f"{LABEL}.plist"
-        steps = [["launchctl", "bootout", f"gui/{os.getuid()}", str(path)]]
+        # bootout fails when the agent is not loaded, which is what we want anyway
+        outcome = _apply(
+            runner,
+            path,
+            [["launchctl", "bootout", f"gui/{os.getuid()}", str(path)]],
+            optional_first=True,
+        )
     else:
         path = _user_unit_dir() / UNIT
-        steps = [["systemctl", "--user", "disable", "--now", UNIT]]
-    outcome = _apply(runner, path, steps, optional_first=True)
+        if not path.exists():
+            return Outcome(True, path, (f"{path} was not installed",))
+        outcome = _apply(runner, path, [["systemctl", "--user", "disable", "--now", UNIT]])
+        if not outcome.ok:  # keep the unit: it may still run, and the hint needs it
+            return outcome
     existed = path.exists()
     path.unlink(missing_ok=True)
-    if platform != "darwin":
-        runner(["systemctl", "--user", "daemon-reload"])
     lines = (*outcome.lines, f"removed {path}" if existed else f"{path} was not installed")
-    return Outcome(True, path, lines)
+    if platform != "darwin":
+        reload = _apply(runner, path, [["systemctl", "--user", "daemon-reload"]])
+        return Outcome(reload.ok, path, (*lines, *reload.lines))
+    return Outcome(outcome.ok, path, lines)
 
 
 def _apply(
-    runner: Runner, path: Path, steps: list[list[str]], *, optional_first: bool = False
+    runner: Runner,
+    path: Path,
+    steps: list[list[str]],
+    *,
+    optional_first: bool = False,
+    done_before: Sequence[str] = (),
 ) -> Outcome:
-    lines = [f"wrote {path}"] if path.exists() else []
+    """Run ``steps`` in order; at the first that fails, say why and what is left to run."""
+    lines = list(done_before)
     for index, argv in enumerate(steps):
         try:
             done = runner(argv)
+            why = "" if done.returncode == 0 else _last_line(done)
         except (OSError, subprocess.SubprocessError) as exc:
-            return Outcome(
-                False,
-                path,
-                (*lines, f"could not run {argv[0]}: {exc}", f"then run by hand: {' '.join(argv)}"),
-            )
-        if done.returncode != 0 and not (optional_first and index == 0):
-            why = (done.stderr or done.stdout).strip().splitlines()
-            return Outcome(
-                False,
-                path,
-                (
-                    *lines,
-                    f"{' '.join(argv)} failed: {why[-1] if why else done.returncode}",
-                    f"then run by hand: {' '.join(argv)}",
-                ),
-            )
-        lines.append(f"ran {' '.join(argv)}")
+            why = f"could not run {argv[0]}: {exc}"
+        if not why:
+            lines.append(f"ran {' '.join(argv)}")
+            continue
+        if optional_first and index == 0:
+            lines.append(f"{' '.join(argv)}: {why} (nothing to undo)")
+            continue
+        left = " && ".join(" ".join(step) for step in steps[index:])
+        return Outcome(
+            False, path, (*lines, f"{' '.join(argv)} failed: {why}", f"then run by hand: {left}")
+        )
     return Outcome(True, path, tuple(lines))
+
+
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    why = (done.stderr or done.stdout).strip().splitlines()
+    return why[-1] if why else f"exit status {done.returncode}"

@@ -1,17 +1,46 @@
-"""``status``: one row per watched instance and spot request, as data and as a table (pure)."""
+"""``status``: one row per watched instance and spot request, as data and as a table.
+
+``survey`` is the one edge (a scan of every region now); the rest is pure.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog.config import Config
 from watchdog.core import billing
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, Instance, SpotRequest
-from watchdog.core.policy import Action, Planned
+from watchdog.core.policy import Action, Planned, plan
 from watchdog.core.timeutil import human, iso
+
+if TYPE_CHECKING:
+    from watchdog.aws.ec2 import Ec2Api
+    from watchdog.scheduler.history import History
+
+
+def survey(
+    api: Ec2Api, history: History, cfg: Config, now: datetime
+) -> tuple[list[Planned], dict[str, str]]:
+    """Every region scanned now, each target decided as the next pass would decide it.
+
+    Returns the decisions and, by region, why a region could not be scanned. What
+    ``status`` shows, and what the demo shows right after a pass acted.
+    """
+    from watchdog.aws.ec2 import scan_regions
+
+    scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
+    dry = cfg.scheduler.dry_run
+    warned = history.last_told("warn", dry_run=dry)
+    noticed = history.last_told("notice", dry_run=dry)
+    planned = [
+        p
+        for s in scans
+        for p in plan(s.instances, s.spot_requests, now, cfg, warned=warned, noticed=noticed)
+    ]
+    return planned, {s.region: s.error for s in scans if s.error}
 
 
 def family(instance_type: str) -> str:

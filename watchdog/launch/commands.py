@@ -1,10 +1,10 @@
 """The launcher's commands: launch, ssh, tunnel, start, stop, install-agent, audit.
 
 Each is one function ``(args, cfg) -> exit code`` like those in cli.py, and
-``add_commands`` registers them. The decisions live in ``watchdog.launcher``;
-here are only argument parsing, printing, and the edges a test replaces through
-``EDGES``: the caller's address (checkip.amazonaws.com), the ssh/scp runner,
-the boto3 session and the clock.
+``add_commands`` registers them. The decisions live in ``plan``, ``steps``,
+``ssh`` and ``audit``; here are only argument parsing, printing, and the edges
+a test replaces through ``EDGES``: the caller's address (checkip.amazonaws.com),
+the ssh/scp runner, the AWS account (``watchdog.aws.launching``) and the clock.
 """
 
 from __future__ import annotations
@@ -17,14 +17,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from watchdog.config import Config
+from watchdog.core.fleet import TAG_IDLE_MINUTES, TAG_MANAGED
+from watchdog.launch import plan as P
+from watchdog.launch import ssh as S
+from watchdog.launch import steps
+from watchdog.launch.audit import Finding
+from watchdog.launch.errors import LaunchError, UsageError, translated
+from watchdog.launch.steps import Found, Progress
 
 if TYPE_CHECKING:
-    import boto3
-
-    from watchdog.launch.launcher import Found, Progress
+    from watchdog.aws.launching import LauncherAws
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _ME = "idle-watchdog"
@@ -32,13 +37,26 @@ _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: stands in for the caller while checkin
 
 
 def fetch_checkip() -> str:
-    """The caller's public IPv4 address as AWS sees it."""
+    """The caller's public IPv4 address as AWS sees it.
+
+    Fails with an ``OSError`` whose message is one short reason, never
+    urllib3's retry chain (which ``caller_cidr`` would otherwise print).
+    """
     import requests
 
-    from watchdog.launch.launcher import CHECKIP_URL
+    url = P.CHECKIP_URL
 
-    answer = requests.get(CHECKIP_URL, timeout=10)
-    answer.raise_for_status()
+    try:
+        answer = requests.get(url, timeout=10)
+        answer.raise_for_status()
+    except requests.Timeout as exc:
+        raise OSError(f"{url} did not answer within 10 s") from exc
+    except requests.ConnectionError as exc:
+        raise OSError(f"could not connect to {url}: no network, or it is blocked") from exc
+    except requests.HTTPError as exc:
+        raise OSError(f"{url} answered HTTP {answer.status_code}") from exc
+    except requests.RequestException as exc:
+        raise OSError(f"could not ask {url} ({type(exc).__name__})") from exc
     return answer.text
 
 
@@ -54,10 +72,10 @@ def run_program(argv: Sequence[str]) -> int:
         return 130
 
 
-def make_session(cfg: Config) -> boto3.Session:
-    import boto3
+def make_aws(cfg: Config) -> LauncherAws:
+    from watchdog.aws.launching import LauncherAws  # boto3: only when a command runs
 
-    return boto3.Session(profile_name=cfg.aws.profile or None)
+    return LauncherAws.from_profile(cfg.aws.profile)
 
 
 @dataclass
@@ -66,7 +84,7 @@ class Edges:
 
     caller_ip: Callable[[], str] = fetch_checkip
     run: Callable[[Sequence[str]], int] = run_program
-    session: Callable[[Config], boto3.Session] = make_session
+    aws: Callable[[Config], LauncherAws] = make_aws
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -239,8 +257,6 @@ def _progress(label: str) -> Progress:
 
 def _guarded(run: Callable[[], int]) -> int:
     """Run a command body; a ``LaunchError`` is printed, never a traceback."""
-    from watchdog.launch.launcher import LaunchError, UsageError
-
     try:
         return run()
     except UsageError as exc:
@@ -251,22 +267,18 @@ def _guarded(run: Callable[[], int]) -> int:
         return EXIT_FAILED
 
 
-def _ec2_for(session: boto3.Session) -> Callable[[str], Any]:
-    clients: dict[str, Any] = {}
-
-    def ec2(region: str) -> Any:
-        if region not in clients:
-            clients[region] = session.client("ec2", region_name=region)
-        return clients[region]
-
-    return ec2
+def _aws(cfg: Config) -> LauncherAws:
+    """The AWS account, once credentials are known to exist: without them every
+    command says how to set them, before asking anything else (checkip included)."""
+    with translated():
+        aws = EDGES.aws(cfg)
+        aws.check_credentials()
+    return aws
 
 
-def _find_one(args: argparse.Namespace, cfg: Config, session: boto3.Session) -> Found:
-    from watchdog.launch.launcher import LaunchError, UsageError, find_instances
-
+def _find_one(args: argparse.Namespace, cfg: Config, aws: LauncherAws) -> Found:
     regions = [args.region] if args.region else list(cfg.aws.regions)
-    found = find_instances(_ec2_for(session), regions, args.target)
+    found = steps.find_instances(aws, regions, args.target)
     if not found:
         raise LaunchError(
             f"no instance {args.target!r} (not terminated) in {', '.join(regions)}"
@@ -279,8 +291,6 @@ def _find_one(args: argparse.Namespace, cfg: Config, session: boto3.Session) -> 
 
 
 def _reachable(found: Found, ref: str) -> str:
-    from watchdog.launch.launcher import LaunchError
-
     if found.state != "running":
         hint = f": `{_ME} start {ref}` first" if found.state == "stopped" else ""
         raise LaunchError(f"{found.name or found.id} ({found.id}) is {found.state}{hint}")
@@ -300,13 +310,12 @@ def _key_path(found: Found, ssh_dir: Path) -> Path | None:
 
 
 def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch import launcher as L
 
     def body() -> int:
         region = args.region or cfg.aws.regions[0]
         idle = args.idle_minutes if args.idle_minutes is not None else cfg.idle.minutes
-        templates = L.Templates.load()
-        options = L.LaunchOptions(
+        templates = P.Templates.load()
+        options = P.LaunchOptions(
             region=region,
             instance_type=args.instance_type,
             ssh_cidr=args.allow_cidr or _PLACEHOLDER,
@@ -318,9 +327,10 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
             ami=args.ami or "",
             source=args.source,
         )
-        L.plan_launch(options, templates)  # usage errors before any network call
+        P.plan_launch(options, templates)  # usage errors before any network call
+        aws = _aws(cfg)  # then no credentials, before asking checkip
         if not args.allow_cidr:
-            options = replace(options, ssh_cidr=L.caller_cidr(EDGES.caller_ip))
+            options = replace(options, ssh_cidr=P.caller_cidr(EDGES.caller_ip))
         if region not in cfg.aws.regions:
             _say(
                 f"note: {region} is not in [aws] regions of your config "
@@ -328,9 +338,8 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
                 "instance until you add it"
             )
         ssh_dir = _ssh_dir(args)
-        session = EDGES.session(cfg)
-        launched = L.launch(
-            L.Clients.from_session(session, region),
+        launched = steps.launch(
+            aws,
             options,
             templates,
             ssh_dir=ssh_dir,
@@ -342,17 +351,17 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
         )
         if launched is None:
             return EXIT_OK
-        print(L.connection_help(launched))
+        print(S.connection_help(launched))
         if args.ssh_config:
             config = ssh_dir / "config"
-            block = L.ssh_config_block(
+            block = S.ssh_config_block(
                 launched.name,
                 launched.public_ip or launched.public_dns,
                 user=launched.user,
                 key_path=launched.key_path,
                 instance_id=launched.instance_id,
             )
-            L.update_ssh_config_file(config, launched.name, block)
+            S.update_ssh_config_file(config, launched.name, block)
             print(f"  {config}: Host {launched.name} added (`ssh {launched.name}` works now)")
         return EXIT_OK
 
@@ -360,28 +369,26 @@ def cmd_launch(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch.launcher import ssh_argv
 
     def body() -> int:
-        found = _find_one(args, cfg, EDGES.session(cfg))
+        found = _find_one(args, cfg, _aws(cfg))
         host = _reachable(found, args.target)
         command = list(args.command)
         if command[:1] == ["--"]:
             command = command[1:]
         key = _key_path(found, _ssh_dir(args))
-        argv = ssh_argv(host, user=args.user, instance_id=found.id, key_path=key, command=command)
+        argv = S.ssh_argv(host, user=args.user, instance_id=found.id, key_path=key, command=command)
         return EDGES.run(argv)
 
     return _guarded(body)
 
 
 def cmd_tunnel(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch.launcher import tunnel_argv
 
     def body() -> int:
-        found = _find_one(args, cfg, EDGES.session(cfg))
+        found = _find_one(args, cfg, _aws(cfg))
         host = _reachable(found, args.target)
-        argv = tunnel_argv(
+        argv = S.tunnel_argv(
             host,
             user=args.user,
             instance_id=found.id,
@@ -399,16 +406,15 @@ def cmd_tunnel(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_start(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch import launcher as L
 
     def body() -> int:
-        session = EDGES.session(cfg)
-        found = _find_one(args, cfg, session)
+        aws = _aws(cfg)
+        found = _find_one(args, cfg, aws)
         label = found.name or found.id
         if found.state == "stopping":
-            raise L.LaunchError(f"{label} is still stopping; start it once it is stopped")
-        started = L.start(
-            _ec2_for(session)(found.region),
+            raise LaunchError(f"{label} is still stopping; start it once it is stopped")
+        started = steps.start(
+            aws.region(found.region),
             found,
             sleep=EDGES.sleep,
             clock=EDGES.clock,
@@ -418,16 +424,16 @@ def cmd_start(args: argparse.Namespace, cfg: Config) -> int:
         print(f"  ssh: {_ME} ssh {args.target}    jupyter: {_ME} tunnel {args.target}")
         config = _ssh_dir(args) / "config"
         text = config.read_text(encoding="utf-8") if config.exists() else ""
-        entry = L.ssh_config_entry(text, started.name) if started.name else {}
+        entry = S.ssh_config_entry(text, started.name) if started.name else {}
         if entry and started.host:  # written by `launch --ssh-config`: follow the address
-            block = L.ssh_config_block(
+            block = S.ssh_config_block(
                 started.name,
                 started.host,
-                user=entry.get("User", L.SSH_USER),
+                user=entry.get("User", P.SSH_USER),
                 key_path=Path(entry.get("IdentityFile", f"{started.key_name}.pem")),
                 instance_id=started.id,
             )
-            L.update_ssh_config_file(config, started.name, block)
+            S.update_ssh_config_file(config, started.name, block)
             print(f"  {config}: Host {started.name} now points at {started.host}")
         return EXIT_OK
 
@@ -435,16 +441,15 @@ def cmd_start(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch import launcher as L
 
     def body() -> int:
-        session = EDGES.session(cfg)
-        found = _find_one(args, cfg, session)
+        aws = _aws(cfg)
+        found = _find_one(args, cfg, aws)
         label = f"{found.name or found.id} ({found.id})"
         if found.state in ("stopping", "stopped"):
             print(f"{label} is already {found.state}")
             return EXIT_OK
-        state = L.stop(_ec2_for(session)(found.region), found)
+        state = steps.stop(aws.region(found.region), found)
         print(
             f"{label}: {state}. Stopped, not terminated: its disk stays (and is billed); "
             f"`{_ME} start {args.target}` brings it back"
@@ -455,20 +460,17 @@ def cmd_stop(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_install_agent(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.core.fleet import TAG_IDLE_MINUTES, TAG_MANAGED
-    from watchdog.launch import launcher as L
-
     def body() -> int:
-        session = EDGES.session(cfg)
-        found = _find_one(args, cfg, session)
+        aws = _aws(cfg)
+        found = _find_one(args, cfg, aws)
         host = _reachable(found, args.target)
         idle = args.idle_minutes if args.idle_minutes is not None else cfg.idle.minutes
         if not 1 <= idle <= 7 * 24 * 60:
-            raise L.UsageError("--idle-minutes must be from 1 to 10080")
+            raise UsageError("--idle-minutes must be from 1 to 10080")
         if any(c in args.source for c in "\n\r") or not args.source.strip():
-            raise L.UsageError("--source must be a single non-empty line")
-        script, unit = L.agent_files()
-        steps = L.install_commands(
+            raise UsageError("--source must be a single non-empty line")
+        script, unit = P.agent_files()
+        commands = S.install_commands(
             host,
             user=args.user,
             instance_id=found.id,
@@ -478,22 +480,15 @@ def cmd_install_agent(args: argparse.Namespace, cfg: Config) -> int:
             source=args.source,
             idle_minutes=idle,
         )
-        for number, argv in enumerate(steps, start=1):
-            _say(f"[{number}/{len(steps)}] {argv[0]} ... {argv[-1][:60]}")
+        for number, argv in enumerate(commands, start=1):
+            _say(f"[{number}/{len(commands)}] {argv[0]} ... {argv[-1][:60]}")
             code = EDGES.run(argv)
             if code != 0:
-                raise L.LaunchError(
+                raise LaunchError(
                     f"step {number} ({argv[0]}) failed with exit code {code}; nothing was tagged"
                 )
-        ec2 = _ec2_for(session)(found.region)
-        with L.translated(L.ErrorContext(region=found.region)):
-            ec2.create_tags(
-                Resources=[found.id],
-                Tags=[
-                    {"Key": TAG_MANAGED, "Value": "true"},
-                    {"Key": TAG_IDLE_MINUTES, "Value": str(idle)},
-                ],
-            )
+        tags = {TAG_MANAGED: "true", TAG_IDLE_MINUTES: str(idle)}
+        steps.tag_managed(aws.region(found.region), found, tags)
         print(
             f"{found.name or found.id} ({found.id}): agent installed; tagged "
             f"{TAG_MANAGED}=true, {TAG_IDLE_MINUTES}={idle}"
@@ -502,7 +497,7 @@ def cmd_install_agent(args: argparse.Namespace, cfg: Config) -> int:
             _say(
                 f"warning: {found.id} has no instance profile, so the agent cannot write its "
                 "heartbeat or stop itself. Attach one: aws ec2 associate-iam-instance-profile "
-                f"--instance-id {found.id} --iam-instance-profile Name={L.ROLE_NAME} "
+                f"--instance-id {found.id} --iam-instance-profile Name={P.ROLE_NAME} "
                 f"--region {found.region} (`{_ME} launch` creates it; see deploy/iam/README.md)"
             )
         return EXIT_OK
@@ -511,17 +506,16 @@ def cmd_install_agent(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.launch import launcher as L
 
     def body() -> int:
         regions = list(args.region) or list(cfg.aws.regions)
-        ec2_for = _ec2_for(EDGES.session(cfg))
-        findings: list[L.Finding] = []
+        aws = _aws(cfg)
+        findings: list[Finding] = []
         errors: dict[str, str] = {}
         for region in regions:  # one failing region never hides the others
             try:
-                findings.extend(L.audit_region(ec2_for(region), region))
-            except L.LaunchError as exc:
+                findings.extend(steps.audit_region(aws.region(region)))
+            except LaunchError as exc:
                 errors[region] = str(exc)
         if args.json:
             document = {

@@ -77,25 +77,37 @@ def _label(subject: Instance | SpotRequest) -> str:
     return f"{name} ({subject.id})" if name else subject.id
 
 
-def _price(inst: Instance | SpotRequest, cfg: Config) -> str:
+def _price(inst: Instance | SpotRequest, cfg: Config) -> str | None:
+    """``$1.01/h``, or None for a type and region the price table lacks."""
     itype = inst.type if isinstance(inst, Instance) else inst.instance_type
     price = billing.hourly_price(itype, inst.region, cfg.billing.prices)
-    return "price unknown" if price is None else f"${price:.2f}/h"
+    return None if price is None else f"${price:.2f}/h"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def clock(at: datetime, now: datetime) -> str:
+    """``at`` on this computer's wall clock: ``13:10``, with the date when not today."""
+    local, today = at.astimezone(), now.astimezone()
+    if local.date() == today.date():
+        return f"{local:%H:%M}"
+    return f"{local.day} {_MONTHS[local.month - 1]} {local:%H:%M}"
 
 
 def _warning(item: Planned, now: datetime, cfg: Config) -> Message:
     inst, d = item.subject, item.decision
     assert isinstance(inst, Instance)
-    idle = human(now - d.idle_since) if d.idle_since else "a while"
     at = d.stop_at or now
-    body = (
-        f"{inst.type} in {inst.region}, {_price(inst, cfg)}. Idle for {idle}: {IDLE_WHY} "
-        f"since {iso(d.idle_since) if d.idle_since else 'its start'}. It stops at {iso(at)} "
-        f"(in {human(at - now)}) unless you keep it."
+    since = clock(d.idle_since, now) if d.idle_since else "its start"
+    price = _price(inst, cfg)
+    stops = f"stops at {clock(at, now)} unless you keep it."
+    body = f"Idle since {since}: {IDLE_WHY}.\n" + (
+        f"Costs {price}; {stops}" if price else "S" + stops[1:]
     )
     return Message(
         f"warn:{inst.id}",
-        f"{_label(inst)} stops in {human(at - now)}",
+        f"{inst.name or inst.id} stops in {human(at - now)}",
         body,
         keep_buttons(cfg),
         urgent=True,
@@ -111,9 +123,10 @@ def _stopped(item: Planned, cfg: Config) -> Message:
     verb = "Hibernated" if d.hibernate else "Stopped"
     return Message(
         f"stopped:{inst.id}",
-        f"{verb} {_label(inst)}",
-        f"{inst.type} in {inst.region}: {d.reason}. That saves {_price(inst, cfg)}; "
-        "its disks are kept. Start it again when you need it.",
+        f"{verb} {inst.name or inst.id}",
+        f"{d.reason[:1].upper()}{d.reason[1:]}."
+        + (f" Saves {price}." if (price := _price(inst, cfg)) else "")
+        + "\nIts disks are kept: start it again when you need it.",
         target=inst.id,
         region=inst.region,
     )

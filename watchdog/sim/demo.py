@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from watchdog import log
-from watchdog.aws.fake import moto_server, set_spot_request_state
+from watchdog.aws.fake import moto_server, set_platform_details, set_spot_request_state
 from watchdog.config import Config
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, TAG_KEEP_UNTIL, TAG_MANAGED
@@ -28,16 +28,23 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 
+# moto's "Deep Learning AMI Ubuntu Linux": a Linux image, as the launcher would pick
+LINUX_AMI = "ami-dca37ea5"
+
+
 def _launch(ec2: EC2Client, itype: str, name: str, tags: dict[str, str]) -> str:
     tag_list: list[Any] = [{"Key": k, "Value": v} for k, v in {"Name": name, **tags}.items()]
     reservation = ec2.run_instances(
-        ImageId="ami-12c6146b",
+        ImageId=LINUX_AMI,
         MinCount=1,
         MaxCount=1,
         InstanceType=itype,  # type: ignore[arg-type]
         TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}],
     )
-    return reservation["Instances"][0]["InstanceId"]
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    # what EC2 reports for a Linux instance (moto does not): billed per second
+    set_platform_details(ec2.meta.region_name, instance_id, "Linux/UNIX")
+    return instance_id
 
 
 def _beat(ec2: EC2Client, instance_id: str, beat: hb.Heartbeat) -> None:
@@ -67,7 +74,7 @@ class Fleet:
             SpotPrice="0.50",
             InstanceCount=1,
             Type="persistent",
-            LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+            LaunchSpecification={"ImageId": LINUX_AMI, "InstanceType": "g5.xlarge"},
         )["SpotInstanceRequests"][0]
         self.orphan = spot["SpotInstanceRequestId"]
         # The person terminated the spot instance; the persistent request reopens.
@@ -135,12 +142,12 @@ def main(
                 print("  nothing to do")
             for message in tell(report, store, cfg):  # what the desktop would show
                 buttons = "  ".join(f"[{b.label}]" for b in message.buttons)
-                print(
-                    f"  notification: {message.title}\n    {message.body}"
-                    + (f"\n    {buttons}" if buttons else "")
-                )
+                print(f"  notification: {message.title}")
+                print(_indent(message.body + (f"\n{buttons}" if buttons else ""), "    "))
             print()
-            print(_indent(status.table(status.rows(report.planned, now, cfg), now)))
+            # what `idle-watchdog status` shows now: after this pass's stops and cancels
+            planned, _ = status.survey(api, store, cfg, now)
+            print(_indent(status.table(status.rows(planned, now, cfg), now)))
             print()
         store.close()
     print(
@@ -150,5 +157,5 @@ def main(
     return 0
 
 
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -57,9 +57,17 @@ class Trace:
 def load(path: str | Path) -> Trace:
     source = Path(path)
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        data = source.read_bytes()
     except OSError as exc:
         raise TraceError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        bad = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(
+            f"{source}:{bad}: not an {FORMAT} file: not UTF-8 text "
+            f"(byte {data[exc.start]:#04x} at offset {exc.start})"
+        ) from exc
     try:
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError as exc:
