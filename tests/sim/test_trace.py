@@ -277,3 +277,23 @@ def test_samples_are_stamped_from_the_start_one_interval_after_each_t(tmp_path: 
     assert first.ssh == (Tty("pts/0", "", 35.0),)
     assert second.at == START + timedelta(seconds=120)
     assert second.kernels == (Kernel("k", "", START + timedelta(seconds=80), 0),)
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (
+            b'{"format": "idle-trace/1"}\n{"t": 0}\n{"t": 60, "x": "\xff"}\n',
+            "3: not an idle-trace/1 file: not UTF-8 text (byte 0xff at offset 52)",
+        ),
+        (b"\n\xfe", "2: not an idle-trace/1 file: not UTF-8 text (byte 0xfe at offset 1)"),
+    ],
+)
+def test_a_binary_file_names_the_line_of_its_first_bad_byte(
+    tmp_path: Path, data: bytes, where: str
+) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(TraceError) as caught:
+        load(path)
+    assert str(caught.value) == f"{path}:{where}"
