@@ -3,6 +3,7 @@ ends, and scans that disagree with each other."""
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -165,3 +166,27 @@ def test_adding_costs_keeps_unknown_amounts_unknown_or_partial() -> None:
     day = date(2026, 6, 1)
     assert add(Costs(day=day), Costs(day=day)).day == day
     assert add(Costs(day=day), Costs(day=date(2026, 6, 2))).day is None
+
+
+def test_days_and_months_are_utc_whatever_the_machine_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A desktop in New York sees the same per-day figures as one in UTC."""
+    july = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    rec = record(
+        changes=(StateChange(july - H, "running"), StateChange(july + H, "stopped")),
+        volumes=(VolumeSpan(GP3, Span(july - H, july + H)),),
+    )
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        ledger = instance_ledger(rec, july - H, july + H, july + H)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    june30, july1 = ledger.days
+    assert (june30.day, july1.day) == (date(2026, 6, 30), date(2026, 7, 1))
+    assert (june30.billed_seconds, july1.billed_seconds) == (3600, 3600)
+    # an hour of $57.60/month is $0.08 in June (720 h) and $57.60/744 in July
+    assert june30.ebs_usd == pytest.approx(0.08)
+    assert july1.ebs_usd == pytest.approx(57.6 / 744)
