@@ -14,6 +14,7 @@ from watchdog.core.ledger import (
     InstanceRecord,
     Observation,
     Span,
+    SpotPoint,
     StateChange,
     VolumeSpan,
     add,
@@ -190,3 +191,38 @@ def test_days_and_months_are_utc_whatever_the_machine_zone(
     # an hour of $57.60/month is $0.08 in June (720 h) and $57.60/744 in July
     assert june30.ebs_usd == pytest.approx(0.08)
     assert july1.ebs_usd == pytest.approx(57.6 / 744)
+
+
+def test_each_start_after_a_stop_is_billed_on_its_own() -> None:
+    """Per started hour, a stopped gap is not billed; per second, each start pays its minimum."""
+    changes = (
+        StateChange(T, "running"),
+        StateChange(T + timedelta(seconds=20), "stopped"),
+        StateChange(T + 5 * H, "running"),
+        StateChange(T + 5 * H + timedelta(seconds=20), "stopped"),
+    )
+    now = T + 6 * H
+    linux = instance_ledger(record(changes=changes), T, now, now)
+    assert linux.total.billed_seconds == 120  # two starts, 60 s each
+    assert linux.total.running_seconds == 40
+    suse = instance_ledger(record(changes=changes, platform="SUSE Linux"), T, now, now)
+    assert suse.total.billed_seconds == 7200  # two started hours, not six
+
+
+def test_a_spot_instance_without_price_history_has_an_unknown_price() -> None:
+    spot = record(lifecycle="spot", spot_prices=())
+    ledger = instance_ledger(spot, T, T + H, T + H)
+    assert ledger.price == Price(None, "unknown")
+    assert ledger.total.compute_usd is None and ledger.total.partial
+
+
+def test_spot_time_before_the_first_known_price_is_unknown_not_the_latest_price() -> None:
+    spot = record(
+        lifecycle="spot",
+        changes=(StateChange(T, "running"), StateChange(T + 2 * H, "stopped")),
+        spot_prices=(SpotPoint(T + H, 0.5),),
+    )
+    assert hourly_rates(spot, T + H / 2).compute_usd is None
+    assert hourly_rates(spot, T + H).compute_usd == 0.5
+    total = instance_ledger(spot, T, T + 2 * H, T + 2 * H).total
+    assert total.compute_usd is None and total.partial
