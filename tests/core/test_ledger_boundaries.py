@@ -180,8 +180,10 @@ def test_days_and_months_are_utc_whatever_the_machine_zone(
     )
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
+    spot = record(lifecycle="spot", spot_prices=(SpotPoint(T, 0.5),))
     try:
         ledger = instance_ledger(rec, july - H, july + H, july + H)
+        as_of = hourly_rates(spot, T + H).price.as_of
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -191,6 +193,7 @@ def test_days_and_months_are_utc_whatever_the_machine_zone(
     # an hour of $57.60/month is $0.08 in June (720 h) and $57.60/744 in July
     assert june30.ebs_usd == pytest.approx(0.08)
     assert july1.ebs_usd == pytest.approx(57.6 / 744)
+    assert as_of == "2026-06-01T00:00:00Z"  # the spot price's time, in UTC
 
 
 def test_each_start_after_a_stop_is_billed_on_its_own() -> None:
