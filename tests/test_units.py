@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import importlib.util
 import json
 import os
 import shlex
@@ -131,8 +130,6 @@ def test_unit_command_is_the_installed_console_script() -> None:
 
 
 def test_cli_has_a_run_command() -> None:
-    if importlib.util.find_spec("watchdog.cli") is None:
-        pytest.skip("watchdog.cli does not exist yet")
     result = subprocess.run(
         [sys.executable, "-m", "watchdog", "run", "--help"],
         capture_output=True,

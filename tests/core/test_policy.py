@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from watchdog.core.policy import (
     Action,
     decide_instance,
     decide_request,
+    plan,
 )
 
 if TYPE_CHECKING:
@@ -144,7 +146,7 @@ def test_unmanaged_is_never_stopped(managed: str | None) -> None:
     instance = Instance(instance.region, instance.id, instance.type, "running", START, tags)
     decision = decide_instance(instance, now, CFG, warned_at=now - 20 * M)
     assert decision.action is NONE
-    assert "unmanaged" in decision.reason
+    assert decision.reason == "unmanaged: no idle-watchdog:managed=true tag"
 
 
 # The contract: the *presence* of idle-watchdog:exempt means "never stop". EC2 consoles let a
@@ -154,7 +156,7 @@ def test_exempt_is_never_stopped(value: str) -> None:
     now = IDLE + timedelta(hours=5)
     decision = decide_instance(idle_at(now, {TAG_EXEMPT: value}), now, CFG, warned_at=now - 20 * M)
     assert decision.action is NONE
-    assert "exempt" in decision.reason
+    assert decision.reason == "exempt: idle-watchdog:exempt tag"
 
 
 @pytest.mark.parametrize("value", ["false", "FALSE"])
@@ -595,3 +597,270 @@ def test_the_stop_waits_for_a_heartbeat_newer_than_the_warning() -> None:
     assert waiting.action is NONE and "newer than the warning" in waiting.reason
     fresh = {TAG_HEARTBEAT: beat(warned + M, False, IDLE)}
     assert decide_instance(inst(fresh), warned + 10 * M, CFG, warned_at=warned).action is STOP
+
+
+# --- boundaries, to the second ---------------------------------------------------------------
+
+
+def test_the_waiting_decision_keeps_when_and_why_it_would_stop() -> None:
+    """The pass shows (and the history records) the stop time while it waits."""
+    warned = IDLE + 20 * M
+    stale = {TAG_HEARTBEAT: beat(warned - M, False, IDLE)}
+    waiting = decide_instance(inst(stale), warned + 10 * M, CFG, warned_at=warned)
+    assert waiting.action is NONE
+    assert waiting.reason == (
+        "idle for 30m (threshold 30m); waiting for a heartbeat newer than the warning "
+        "before stopping"
+    )
+    assert (waiting.idle_since, waiting.stop_at, waiting.episode) == (IDLE, IDLE + 30 * M, IDLE)
+
+
+def test_a_heartbeat_sampled_at_the_very_second_of_the_warning_confirms_the_stop() -> None:
+    warned = IDLE + 20 * M
+    at_warning = {TAG_HEARTBEAT: beat(warned, False, IDLE)}
+    stop = decide_instance(inst(at_warning), warned + 10 * M, CFG, warned_at=warned)
+    assert stop.action is STOP
+    assert stop.reason == "idle for 30m (threshold 30m)"
+
+
+def test_idle_minutes_tag_of_one_minute_is_accepted() -> None:
+    tags = {TAG_IDLE_MINUTES: "1"}
+    seen = IDLE + M / 2
+    first = decide_instance(idle_at(seen, tags), seen, CFG)
+    assert first.action is WARN
+    assert first.reason == "idle for 30s (threshold 1m); stopping at 2025-06-01T09:01:30Z"
+    assert first.stop_at == seen + M
+
+
+def test_keep_until_exactly_now_has_expired() -> None:
+    now = IDLE + 60 * M
+    kept = decide_instance(
+        idle_at(now, {TAG_KEEP_UNTIL: "2025-06-01T10:00:01Z"}), now, CFG, warned_at=IDLE
+    )
+    assert kept.action is NONE
+    assert kept.reason == "kept until 2025-06-01T10:00:01Z"
+    assert kept.stop_at is None
+    expired = decide_instance(
+        idle_at(now, {TAG_KEEP_UNTIL: "2025-06-01T10:00:00Z"}), now, CFG, warned_at=IDLE
+    )
+    assert expired.action is WARN  # the warning before the keep does not count
+    assert (expired.episode, expired.stop_at) == (now, now + 10 * M)
+
+
+def test_a_warning_given_at_the_very_start_of_the_episode_counts() -> None:
+    now = IDLE + 30 * M
+    assert decide_instance(idle_at(now), now, CFG, warned_at=IDLE).action is STOP
+    early = IDLE - timedelta(seconds=1)
+    assert decide_instance(idle_at(now), now, CFG, warned_at=early).action is WARN
+
+
+def test_a_notice_given_at_the_very_start_of_the_situation_counts() -> None:
+    now = START + timedelta(hours=2)
+    instance = inst()  # no heartbeat since the start
+    assert decide_instance(instance, now, CFG, noticed_at=START).action is NONE
+    before = START - timedelta(seconds=1)
+    again = decide_instance(instance, now, CFG, noticed_at=before)
+    assert again.action is NOTICE
+    assert again.reason == "no agent heartbeat in 2h00m since start; not stopping"
+
+
+def test_a_heartbeat_exactly_at_the_clock_skew_allowance_is_believed() -> None:
+    now = IDLE + 60 * M
+    within = decide_instance(inst({TAG_HEARTBEAT: beat(now + 2 * M, False, IDLE)}), now, CFG)
+    assert within.action is WARN
+    beyond = now + 2 * M + timedelta(seconds=1)
+    ahead = decide_instance(inst({TAG_HEARTBEAT: beat(beyond, False, IDLE)}), now, CFG)
+    assert ahead.action is NOTICE
+    assert ahead.reason == "heartbeat dated 2m in the future (a clock is wrong); not stopping"
+    assert ahead.episode == START
+
+
+def test_the_agent_is_silent_one_second_after_the_allowance() -> None:
+    last_beat = IDLE + 5 * M
+    instance = inst({TAG_HEARTBEAT: beat(last_beat, True, last_beat)})
+    assert decide_instance(instance, last_beat + 15 * M, CFG).action is NONE
+    late = decide_instance(instance, last_beat + 15 * M + timedelta(seconds=1), CFG)
+    assert late.action is NOTICE
+    assert late.reason == "agent silent for 15m; not stopping"
+    waiting = decide_instance(inst(), START + 15 * M - timedelta(seconds=1), CFG)
+    assert waiting.reason == "waiting for the agent's first heartbeat since start"
+
+
+def test_one_time_spot_is_noticed_exactly_at_the_threshold() -> None:
+    due = IDLE + 30 * M
+    before = due - timedelta(seconds=1)
+    early = decide_instance(idle_at(before, lifecycle="spot"), before, CFG)
+    assert early.action is NONE
+    assert early.reason == "idle for 29m (threshold 30m); one-time spot, cannot be stopped"
+    assert early.idle_since == IDLE
+    notice = decide_instance(idle_at(due, lifecycle="spot"), due, CFG)
+    assert notice.action is NOTICE
+    assert notice.reason == (
+        "idle for 30m (threshold 30m); a one-time spot instance cannot be stopped, "
+        "terminate it if you are done"
+    )
+    assert notice.idle_since == IDLE
+
+
+def test_the_warning_says_since_when_why_and_when_it_stops() -> None:
+    warn_at = IDLE + 20 * M
+    warning = decide_instance(idle_at(warn_at, hibernation=True), warn_at, cfg(hibernate=True))
+    assert warning.action is WARN
+    assert warning.reason == "idle for 20m (threshold 30m); stopping at 2025-06-01T09:30:00Z"
+    assert (warning.region, warning.target) == ("us-east-1", "i-0123456789abcdef0")
+    assert warning.hibernate is True  # the warning's "Stop now" hibernates too
+    before = warn_at - timedelta(seconds=1)
+    assert decide_instance(idle_at(before), before, CFG).action is NONE
+
+
+def test_unknown_activity_and_garbled_tags_say_why() -> None:
+    now = IDLE + timedelta(hours=5)
+    unknown = decide_instance(inst({TAG_HEARTBEAT: beat(now - M, None, IDLE)}), now, CFG)
+    assert unknown.reason == "activity unknown (test); not stopping"
+    two = hb.encode(hb.Heartbeat(now - M, True, now - M, ("gpu:0", "tty:pts/0")))
+    assert decide_instance(inst({TAG_HEARTBEAT: two}), now, CFG).reason == (
+        "active: gpu:0, tty:pts/0"
+    )
+    active = hb.encode(hb.Heartbeat(now - M, True, now - M))
+    assert decide_instance(inst({TAG_HEARTBEAT: active}), now, CFG).reason == (
+        "active: no reason given"
+    )
+    garbled = decide_instance(inst({TAG_HEARTBEAT: "v2 s=1 a=0 l=0"}), now, CFG)
+    assert garbled.reason == (
+        "heartbeat tag unreadable (unsupported heartbeat version 'v2'): agent treated as silent"
+    )
+    assert garbled.episode == START
+    bad_minutes = decide_instance(idle_at(now, {TAG_IDLE_MINUTES: " 0 "}), now, CFG)
+    assert bad_minutes.reason == (
+        "idle-minutes tag '0' is not a positive whole number; "
+        "not stopping until it is fixed or removed"
+    )
+    bad_keep = decide_instance(idle_at(now, {TAG_KEEP_UNTIL: "soon"}), now, CFG)
+    assert bad_keep.reason == (
+        "keep-until tag 'soon' is not an ISO-8601 time; not stopping until it is fixed or removed"
+    )
+    # a long tag value is quoted cut short: 40 characters of keep-until, 20 of idle-minutes
+    long_keep = decide_instance(idle_at(now, {TAG_KEEP_UNTIL: "k" * 60}), now, CFG)
+    assert long_keep.reason.startswith(f"keep-until tag {'k' * 40!r} is not")
+    long_minutes = decide_instance(idle_at(now, {TAG_IDLE_MINUTES: "9" * 30}), now, CFG)
+    assert long_minutes.reason.startswith(f"idle-minutes tag {'9' * 20!r} is not")
+
+
+def test_a_doubled_heartbeat_field_is_unreadable_never_idle() -> None:
+    """`a=1 ... a=0` once counted as idle (last one won)."""
+    now = IDLE + timedelta(hours=5)
+    sampled = int((now - M).timestamp())
+    raw = f"v1 s={sampled} a=1 l={sampled} a=0"
+    decision = decide_instance(inst({TAG_HEARTBEAT: raw}), now, CFG, warned_at=IDLE)
+    assert decision.action is NOTICE
+    assert "heartbeat tag unreadable (field 'a' given twice)" in decision.reason
+
+
+def test_a_heartbeat_sampled_in_the_very_second_of_the_start_is_of_this_run() -> None:
+    now = START + 10 * M
+    at_start = inst({TAG_HEARTBEAT: beat(START, False, START - timedelta(days=1))})
+    decision = decide_instance(at_start, now, CFG)
+    assert decision.action is NONE
+    assert decision.reason == "idle for 10m (threshold 30m); stopping at 2025-06-01T08:30:00Z"
+    assert decision.idle_since == START
+
+
+def test_an_instance_without_a_launch_time_counts_from_now() -> None:
+    now = IDLE + timedelta(hours=5)
+    decision = decide_instance(inst(launch=None), now, CFG)
+    assert decision.action is NONE
+    assert decision.reason == "waiting for the agent's first heartbeat since start"
+
+
+# --- spot requests at the boundary -------------------------------------------------------------
+
+
+def test_an_orphan_noticed_at_the_very_moment_it_opened_is_not_noticed_again() -> None:
+    off = cfg(cancel=False)
+    request = spot_request(since=IDLE)
+    assert decide_request(request, IDLE + timedelta(days=2), off, noticed_at=IDLE).action is NONE
+    before = IDLE - timedelta(seconds=1)
+    again = decide_request(request, IDLE + timedelta(days=2), off, noticed_at=before)
+    assert again.action is NOTICE
+    assert again.reason == (
+        "orphaned: persistent request reopened after its instance was terminated; "
+        "would launch a g5.xlarge (spot.cancel_orphaned = false)"
+    )
+
+
+def test_a_request_is_an_orphan_exactly_at_its_open_limit() -> None:
+    request = spot_request("one-time", code="capacity-not-available", since=IDLE)
+    waiting = decide_request(request, IDLE + 60 * M - timedelta(seconds=1), CFG)
+    assert waiting.action is NONE
+    assert waiting.reason == "open for 59m"
+    assert (waiting.stop_at, waiting.episode) == (IDLE + 60 * M, IDLE)
+    assert (waiting.region, waiting.target) == ("us-east-1", "sir-1")
+    cancel = decide_request(request, IDLE + 60 * M, CFG)
+    assert cancel.action is CANCEL
+    assert cancel.reason == (
+        "orphaned: open for 1h00m (capacity-not-available); would launch a g5.xlarge"
+    )
+    assert cancel.episode == IDLE
+
+
+def test_request_without_any_time_or_type() -> None:
+    request = SpotRequest(
+        "us-east-1", "sir-2", "open", "one-time", "pending-evaluation", None, None
+    )
+    now = IDLE
+    waiting = decide_request(request, now, CFG)
+    assert waiting.action is NONE and waiting.stop_at == now + 60 * M
+    closed = decide_request(replace(request, state="closed"), now, CFG)
+    assert closed.reason == "closed (pending-evaluation)"
+    typeless = replace(request, status_time=IDLE)
+    assert decide_request(typeless, IDLE + 60 * M, CFG).reason.endswith(
+        "would launch a new instance"
+    )
+
+
+def test_exempt_and_owned_requests_say_why() -> None:
+    exempt = decide_request(spot_request(tags={TAG_EXEMPT: "false"}), IDLE + M, CFG)
+    assert exempt.action is CANCEL  # only "false" does not exempt
+    assert decide_request(spot_request(tags={TAG_EXEMPT: ""}), IDLE + M, CFG).reason == (
+        "exempt: idle-watchdog:exempt tag"
+    )
+    owned = spot_request(tags={OWNER_TAGS[0]: "sfr-1"})
+    assert decide_request(owned, IDLE + M, CFG).reason == "owned by a fleet or Auto Scaling group"
+
+
+# --- a whole pass -------------------------------------------------------------------------------
+
+
+def test_plan_decides_every_instance_with_its_request_and_history_then_every_request() -> None:
+    now = IDLE + 30 * M
+    on_demand = idle_at(now)
+    spot = replace(idle_at(now, lifecycle="spot"), id="i-spot", spot_request_id="sir-p")
+    one_time = replace(idle_at(now, lifecycle="spot"), id="i-once", spot_request_id="sir-o")
+    persistent = replace(spot_request("persistent", state="active", code="fulfilled"), id="sir-p")
+    one_time_req = replace(spot_request("one-time", state="active", code="fulfilled"), id="sir-o")
+    orphan = replace(spot_request(since=IDLE), id="sir-x")
+    young = replace(
+        spot_request("one-time", code="pending-fulfillment", since=IDLE + M), id="sir-y"
+    )
+    planned = plan(
+        [on_demand, spot, one_time],
+        [persistent, one_time_req, orphan, young],
+        now,
+        cfg(cancel=False),
+        warned={on_demand.id: IDLE + 20 * M, spot.id: IDLE + 20 * M},
+        noticed={orphan.id: IDLE + M, one_time.id: now},
+    )
+    got = [(p.subject.id, p.decision.action) for p in planned]
+    assert got == [
+        (on_demand.id, STOP),  # warned ten minutes ago
+        ("i-spot", STOP),  # persistent: stoppable, and warned
+        ("i-once", NONE),  # one-time: noticed already
+        ("sir-p", NONE),
+        ("sir-o", NONE),
+        ("sir-x", NONE),  # noticed already (cancelling is off)
+        ("sir-y", NONE),  # open for 29 minutes of its 60
+    ]
+    assert planned[-1].decision.reason == "open for 29m"
+    assert [p.decision.target for p in planned] == [s for s, _ in got]
+    unwarned = plan([on_demand], [], now, CFG, warned={}, noticed={})
+    assert unwarned[0].decision.action is WARN

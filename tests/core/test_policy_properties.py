@@ -8,6 +8,7 @@ from typing import TypeVar
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.core.conftest import examples
 from watchdog.config import Config, IdleConfig, SchedulerConfig, SpotConfig
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import (
@@ -212,7 +213,7 @@ def _reasons_not_to_stop(
     return reasons
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(situations())
 def test_decide_instance_never_stops_what_it_must_not(
     situation: Situation,
@@ -255,7 +256,7 @@ def test_decide_instance_never_stops_what_it_must_not(
     assert now >= warned_at + lead
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(situations())
 def test_notices_and_stop_warnings_do_not_stand_in_for_each_other(
     situation: Situation,
@@ -324,7 +325,7 @@ def requests(draw: st.DrawFn) -> tuple[SpotRequest, datetime, Config, datetime |
     return req, now, draw(configs), None if noticed is None else now - noticed
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(requests())
 def test_decide_request_never_stops_and_cancels_only_open_orphans(
     situation: tuple[SpotRequest, datetime, Config, datetime | None],
@@ -410,7 +411,7 @@ def arbitrary_tags(draw: st.DrawFn) -> tuple[Instance, datetime, Config, datetim
     return inst, now, draw(configs), None if history is None else now - history
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(arbitrary_tags())
 def test_decide_instance_never_raises_on_arbitrary_tags(
     situation: tuple[Instance, datetime, Config, datetime | None],

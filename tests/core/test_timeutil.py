@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from watchdog.core.timeutil import human, iso, parse_duration, parse_iso
+from watchdog.core.timeutil import human, iso, parse_duration, parse_iso, utcnow
 
 
 @pytest.mark.parametrize(
@@ -111,3 +112,29 @@ def test_parse_iso_rejects_bad_input(text: str) -> None:
 def test_iso_and_parse_iso_round_trip() -> None:
     moment = datetime(2031, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
     assert parse_iso(iso(moment)) == moment
+
+
+def test_durations_up_to_ten_years_and_not_a_second_more() -> None:
+    assert parse_duration("3650d") == timedelta(days=3650)
+    with pytest.raises(ValueError) as caught:
+        parse_duration("3650d1s")
+    assert str(caught.value) == "too long: '3650d1s' (at most 3650 days)"
+
+
+def test_iso_is_utc_whatever_the_machine_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop in Berlin writes the same tags as a server in UTC."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        moment = datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=5)))
+        assert iso(moment) == "2025-06-01T09:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_utcnow_is_aware_utc() -> None:
+    before = datetime.now(timezone.utc)
+    now = utcnow()
+    assert now.tzinfo is timezone.utc
+    assert before <= now <= datetime.now(timezone.utc)

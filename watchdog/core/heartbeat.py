@@ -15,7 +15,8 @@ Format, version 1 (at most 256 characters of letters, digits, space and
 
 Example: ``v1 s=1795440000 a=1 l=1795439990 r=gpu:0+kernel:1a2b3c4d``.
 Unknown ``k=v`` fields are ignored, so version 1 can grow; another version is
-refused. Anything that does not parse is *no heartbeat* (the agent is treated
+refused. A field given twice is refused (which one the agent meant cannot be
+known). Anything that does not parse is *no heartbeat* (the agent is treated
 as silent), never an idle report.
 """
 
@@ -70,6 +71,8 @@ def decode(text: str) -> Heartbeat:
         key, sep, value = token.partition("=")
         if not sep or not key:
             raise HeartbeatError(f"malformed field {token[:32]!r}")
+        if key in fields:
+            raise HeartbeatError(f"field {key[:16]!r} given twice")
         fields[key] = value
     try:
         active = _STATES[fields["a"]]
