@@ -4,6 +4,7 @@ two passes at once, a read-only history, and a daemon killed with SIGKILL mid-wa
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -198,3 +199,29 @@ def test_a_warning_recorded_but_never_shown_before_sigkill_is_shown_first_after_
     assert datetime.fromisoformat(at) >= delivered.replace(microsecond=0) + timedelta(minutes=1)
     assert [c["summary"].split(" ")[0] for c in stopped] == ["nb", "Stopped"]
     assert delivered.tzinfo == timezone.utc
+
+
+def test_a_history_directory_deleted_under_the_daemon_process_is_recreated(
+    tmp_path: Path,
+) -> None:
+    """A real daemon: its history directory removed between passes; the next pass
+    writes into a new file at the same path, not into the deleted one."""
+    database = tmp_path / "state" / "h.sqlite3"
+    database.parent.mkdir()
+    config = write_config(
+        tmp_path / "c.toml",
+        database=database,
+        aws={"regions": [REGION]},
+        scheduler={"poll_seconds": 10},
+        notify={"backend": "log"},
+    )
+    with watchdog(command(config, "run")) as daemon:
+        until(lambda: passes(database), "the first pass")
+        seen = len(daemon.events)
+        shutil.rmtree(database.parent)
+        daemon.wait_for_event(
+            "history file deleted or replaced since it was opened; reopening", after=seen
+        )
+        until(lambda: passes(database), "a pass recorded in the new file")
+        # The old file is gone with its directory: any pass here was written after.
+        assert daemon.proc.poll() is None
