@@ -199,7 +199,7 @@ class Boto3Ec2:
 
     def describe(self, region: str, instance_id: str) -> Instance | None:
         """One instance (the agent's view of itself); None if EC2 does not know it."""
-        with _translated():
+        with translated():
             try:
                 answer = self.client(region).describe_instances(InstanceIds=[instance_id])
             except ClientError as exc:
@@ -212,7 +212,7 @@ class Boto3Ec2:
 
     def spot_request(self, region: str, instance_id: str) -> SpotRequest | None:
         """The spot request behind one instance (the agent asks about itself)."""
-        with _translated():
+        with translated():
             answer = self.client(region).describe_spot_instance_requests(
                 Filters=[{"Name": "instance-id", "Values": [instance_id]}]
             )
@@ -221,23 +221,23 @@ class Boto3Ec2:
         return next((r for r in parsed if r.instance_id == instance_id), None)
 
     def stop(self, region: str, instance_id: str, *, hibernate: bool = False) -> None:
-        with _translated():
+        with translated():
             self.client(region).stop_instances(InstanceIds=[instance_id], Hibernate=hibernate)
 
     def cancel_spot_requests(self, region: str, request_ids: Sequence[str]) -> None:
-        with _translated():
+        with translated():
             self.client(region).cancel_spot_instance_requests(
                 SpotInstanceRequestIds=list(request_ids)
             )
 
     def tag(self, region: str, resource_id: str, tags: Mapping[str, str]) -> None:
-        with _translated():
+        with translated():
             self.client(region).create_tags(
                 Resources=[resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
             )
 
     def untag(self, region: str, resource_id: str, keys: Sequence[str]) -> None:
-        with _translated():
+        with translated():
             self.client(region).delete_tags(
                 Resources=[resource_id], Tags=[{"Key": k} for k in keys]
             )
@@ -278,7 +278,7 @@ class Boto3Ec2:
 
     def _describe_ids(self, region: str, ids: list[str]) -> dict[str, Instance]:
         wanted = set(ids)
-        with _translated():
+        with translated():
             found: list[dict[str, Any]] = []
             # No PageSize: AWS refuses MaxResults together with InstanceIds.
             pages = (
@@ -301,7 +301,7 @@ class Boto3Ec2:
         """
 
         def batch(chunk: list[str]) -> dict[str, AwsError | None]:
-            with _translated():
+            with translated():
                 answer = self.client(region).stop_instances(InstanceIds=chunk, Hibernate=hibernate)
             stopping = {s.get("InstanceId") for s in answer.get("StoppingInstances", [])}
             unlisted = AwsError("Unconfirmed", "StopInstances did not list this instance")
@@ -320,7 +320,7 @@ class Boto3Ec2:
         """
 
         def batch(chunk: list[str]) -> dict[str, AwsError | None]:
-            with _translated():
+            with translated():
                 self.client(region).create_tags(
                     Resources=chunk, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
                 )
@@ -418,7 +418,7 @@ def _chunks(ids: Iterable[str], size: int) -> Iterator[list[str]]:
         yield unique[start : start + size]
 
 
-class _translated:
+class translated:
     """Turns botocore's exceptions into ``AwsError`` so callers catch one thing."""
 
     def __enter__(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
-from watchdog.aws.ec2 import AwsError, _translated
+from watchdog.aws.ec2 import AwsError, translated
 from watchdog.core.costs import Addresses, Price, Volume
 from watchdog.core.ledger import Span, SpotPoint, VolumeSpan
 
@@ -135,7 +135,7 @@ class Boto3Prices:
         if filters is None:
             return Price.unknown()
         items: list[str] = []
-        with _translated():
+        with translated():
             pages = self._client("pricing", PRICING_REGION).get_paginator("get_products")
             for page in pages.paginate(
                 ServiceCode="AmazonEC2", Filters=filters, FormatVersion="aws_v1"
@@ -167,7 +167,7 @@ class Boto3Prices:
             return ()
         vpc = f"{product} (Amazon VPC)"
         series: dict[str, dict[datetime, float]] = {product: {}, vpc: {}}
-        with _translated():
+        with translated():
             pages = self._client("ec2", region).get_paginator("describe_spot_price_history")
             for page in pages.paginate(
                 InstanceTypes=[instance_type],
@@ -194,7 +194,7 @@ class Boto3Prices:
     ) -> dict[str, tuple[VolumeSpan, ...]]:
         """Each instance's attached EBS volumes, attached since their ``AttachTime``."""
         out: dict[str, list[VolumeSpan]] = {i: [] for i in instance_ids}
-        with _translated():
+        with translated():
             for chunk in _chunks(instance_ids):
                 pages = self._client("ec2", region).get_paginator("describe_volumes")
                 for page in pages.paginate(
@@ -219,7 +219,7 @@ class Boto3Prices:
 
     def addresses(self, region: str, instance_ids: Sequence[str]) -> dict[str, Addresses]:
         """Each instance's public IPv4: auto-assigned ones apart from its Elastic IPs."""
-        with _translated():
+        with translated():
             elastic = list(self._paged(region, "describe_addresses", "Addresses"))
             by_instance: dict[str, list[str]] = {i: [] for i in instance_ids}
             eip_ips = {a.get("PublicIp") for a in elastic}
@@ -243,7 +243,7 @@ class Boto3Prices:
 
     def unattached_elastic_ips(self, region: str) -> tuple[str, ...]:
         """Allocation ids of Elastic IPs on no instance: billed all the same."""
-        with _translated():
+        with translated():
             elastic = self._paged(region, "describe_addresses", "Addresses")
             return tuple(
                 sorted(
