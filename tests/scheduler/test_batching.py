@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,9 +23,9 @@ import pytest
 
 from tests.aws.faults import form, refuse
 from tests.helpers import MANAGED, beat, config, launch, state, tags_of
-from watchdog.aws.ec2 import Boto3Ec2
+from watchdog.aws.ec2 import AwsError, Boto3Ec2
 from watchdog.aws.fake import set_launch_time
-from watchdog.core.fleet import TAG_STOPPED
+from watchdog.core.fleet import TAG_STOPPED, Instance
 from watchdog.desktop.store import Store
 from watchdog.scheduler import run_pass, tell
 from watchdog.scheduler.passes import IDLE_STOP
@@ -102,6 +104,39 @@ def test_when_the_reread_fails_nothing_is_stopped_this_pass(store: Store) -> Non
     assert all(state(REGION, i) == "running" for i in ids)
     reasons = {p.decision.target: p.decision.reason for p in report.planned}
     assert all("could not read it again" in reasons[i] for i in ids)
+
+
+def test_a_region_whose_acting_breaks_never_blocks_the_next(store: Store) -> None:
+    """A fault no peer produces (a bug, say) while acting on one region: logged, and
+    the other region's idle machine is still stopped."""
+    broken, fine = "eu-west-1", REGION
+    (lost,), _ = _idle(1, broken)
+    (kept,), now = _idle(1, fine)
+
+    class Broken(Boto3Ec2):
+        def describe_many(self, region: str, ids: Sequence[str]) -> dict[str, Instance]:
+            if region == broken:
+                raise RuntimeError("a bug")
+            return super().describe_many(region, ids)
+
+    cfg = replace(CFG, aws=replace(CFG.aws, regions=(broken, fine)))
+    report = run_pass(Broken(), store, cfg, now + timedelta(seconds=30))
+    assert {d.target for d in report.done if d.kind == "stop" and d.ok} == {kept}
+    assert state(broken, lost) == "running"
+
+
+def test_a_stopped_tag_that_breaks_loses_no_stop_record(store: Store) -> None:
+    ids, now = _idle(2)
+
+    class NoTags(Boto3Ec2):
+        def tag_many(
+            self, region: str, ids: Sequence[str], tags: Mapping[str, str]
+        ) -> dict[str, AwsError | None]:
+            raise RuntimeError("a bug")
+
+    report = run_pass(NoTags(), store, CFG, now + timedelta(seconds=30))
+    assert {d.target for d in report.done if d.kind == "stop" and d.ok} == set(ids)
+    assert {a[1] for a in store.actions() if a[2] == "stop" and a[3]} == set(ids)
 
 
 # --- a region that hangs, end to end --------------------------------------------------------

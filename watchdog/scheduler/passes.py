@@ -94,9 +94,15 @@ def run_pass(
         except Exception:  # one region's bad data or a busy database never blocks the next
             log.exception("region not decided", region=scan.region)
             continue
-        decided = _act_on_region(
-            api, store, scan, planned, now, cfg=cfg, dry=dry, warned=warned, noticed=noticed
-        )
+        try:
+            decided = _act_on_region(
+                api, store, scan, planned, now, cfg=cfg, dry=dry, warned=warned, noticed=noticed
+            )
+        except HistoryUnwritable:
+            raise
+        except Exception:  # one region's failure never blocks the next region
+            log.exception("region not acted on", region=scan.region)
+            continue
         report.done.extend(done for _, done in decided if done)
         report.planned.extend(item for item, _ in decided)
         try:
@@ -255,14 +261,15 @@ def _stop_all(
         if ids:
             results.update(api.stop_many(region, ids, hibernate=hibernate))
     stopped = [target for target, error in results.items() if error is None]
-    if stopped:
-        for target, error in api.tag_many(
-            region, stopped, {TAG_STOPPED: _stopped_tag(now)}
-        ).items():
-            if error is not None:
-                log.warning(
-                    "stopped, but the stopped tag was not written", target=target, error=str(error)
-                )
+    try:
+        tagged = api.tag_many(region, stopped, {TAG_STOPPED: _stopped_tag(now)}) if stopped else {}
+    except Exception as exc:  # the stops worked: a failed tag must not lose their records
+        tagged = dict.fromkeys(stopped, AwsError("TagFailed", str(exc)))
+    for target, error in tagged.items():
+        if error is not None:
+            log.warning(
+                "stopped, but the stopped tag was not written", target=target, error=str(error)
+            )
     return results
 
 
