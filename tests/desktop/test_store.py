@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -177,3 +179,23 @@ def test_a_history_deleted_under_a_running_store_is_reopened(tmp_path: Path) -> 
     _warned(store, "i-1", T0)
     store.close()
     assert Store(path).last_told("warn", dry_run=False) == {"i-1": T0}  # on disk, not lost
+
+
+def _open_after(barrier: Any, path: str) -> str:
+    barrier.wait()
+    try:
+        Store(path).close()
+    except Exception as exc:  # reported to the parent, which fails the test
+        return repr(exc)
+    return "ok"
+
+
+def test_two_processes_creating_a_new_history_at_once_both_open_it(tmp_path: Path) -> None:
+    # SQLite does not wait for the switch to WAL; this once failed one of two
+    # `run --once` started together with "database is locked" (~half the trials).
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(2) as pool:
+        for trial in range(12):
+            path = str(tmp_path / f"h{trial}.sqlite3")
+            barrier = manager.Barrier(2)
+            assert pool.starmap(_open_after, [(barrier, path)] * 2) == ["ok", "ok"]

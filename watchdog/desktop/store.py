@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,6 +77,22 @@ class InstanceHistory:
     running_seconds: float
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch a new history to WAL, waiting out another process doing the same.
+
+    SQLite does not call the busy handler for this switch, so two processes
+    opening a new history at once saw ``database is locked`` at once."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -113,7 +130,7 @@ class Store:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise _Corrupt("quick_check failed")
