@@ -67,3 +67,16 @@ def test_errors_from_actions_carry_the_aws_code() -> None:
     with pytest.raises(AwsError) as caught:
         Boto3Ec2().stop("us-east-1", "i-0123456789abcdef0")
     assert caught.value.code == "InvalidInstanceID.NotFound"
+
+
+def test_a_scan_carries_what_the_ledger_bills_zone_stop_time_address_and_volumes() -> None:
+    (iid,) = launch("us-east-1")
+    ec2("us-east-1").stop_instances(InstanceIds=[iid])
+    (inst,) = Boto3Ec2().scan("us-east-1").instances
+    answer = ec2("us-east-1").describe_instances(InstanceIds=[iid])
+    item = answer["Reservations"][0]["Instances"][0]
+    assert inst.zone == item["Placement"]["AvailabilityZone"] and inst.zone.startswith("us-east-1")
+    assert inst.state_reason.startswith("User initiated (")  # with the time of the stop
+    root = [m["Ebs"]["VolumeId"] for m in item["BlockDeviceMappings"]]
+    assert inst.volume_ids == tuple(root) and root
+    assert inst.public_ip == item.get("PublicIpAddress", "")

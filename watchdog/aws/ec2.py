@@ -474,6 +474,14 @@ def _instance(region: str, item: dict[str, Any], by_instance: Mapping[str, str])
         platform=item.get("PlatformDetails", ""),
         spot_request_id=item.get("SpotInstanceRequestId") or by_instance.get(instance_id, ""),
         hibernation_configured=bool((item.get("HibernationOptions") or {}).get("Configured")),
+        zone=(item.get("Placement") or {}).get("AvailabilityZone", ""),
+        state_reason=item.get("StateTransitionReason") or "",
+        public_ip=item.get("PublicIpAddress") or "",
+        volume_ids=tuple(
+            m["Ebs"]["VolumeId"]
+            for m in item.get("BlockDeviceMappings") or []
+            if (m.get("Ebs") or {}).get("VolumeId")
+        ),
     )
 
 

@@ -31,6 +31,11 @@ class Instance:
     platform: str = ""  # EC2 PlatformDetails, e.g. "Linux/UNIX"; "" when unknown
     spot_request_id: str = ""
     hibernation_configured: bool = False
+    # What the ledger needs to bill it (DescribeInstances gives all of them):
+    zone: str = ""  # Placement.AvailabilityZone: its spot price is this zone's
+    state_reason: str = ""  # StateTransitionReason, e.g. "User initiated (2026-11-30 10:00:00 GMT)"
+    public_ip: str = ""  # PublicIpAddress (auto-assigned or an Elastic IP)
+    volume_ids: tuple[str, ...] = ()  # attached EBS volumes, billed running or stopped
 
     @property
     def name(self) -> str:
