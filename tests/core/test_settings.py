@@ -40,7 +40,14 @@ def ranges(cls: type[Any]) -> dict[str, tuple[Any, Any, Any]]:
 
 
 def test_the_idle_clock_keys_and_their_limits(fresh: ModuleType) -> None:
-    assert ranges(fresh.IdleConfig) == {"minutes": (30, 1, 10080), "warn_minutes": (10, 0, 1440)}
+    assert ranges(fresh.IdleConfig) == {
+        "minutes": (30, 1, 10080),
+        "warn_minutes": (10, 0, 1440),
+        "max_idle_usd": (0.0, 0.0, None),
+    }
+    billing = ranges(fresh.BillingConfig)
+    assert billing["savings_horizon_hours"] == (24.0, 0.0, 24.0 * 365)
+    assert billing["monthly_budget_usd"] == (0.0, 0.0, None)
     scheduler = ranges(fresh.SchedulerConfig)
     assert scheduler["poll_seconds"] == (60, 10, 3600)
     assert scheduler["agent_silent_minutes"] == (15, 2, 1440)

@@ -31,6 +31,9 @@ class AwsConfig:
 class IdleConfig:
     minutes: int = _opt(30, 1, 7 * 24 * 60)
     warn_minutes: int = _opt(10, 0, 24 * 60)
+    # Stop once an idle spell has cost this much (USD), if sooner than
+    # ``minutes``; 0 turns it off. A p5 at $5 stops after ~5 idle minutes.
+    max_idle_usd: float = _opt(0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class SpotConfig:
 @dataclass(frozen=True)
 class BillingConfig:
     prices: Mapping[str, float] = field(default_factory=dict, metadata={"min": 0.0})
+    # A stop's saving counts until the instance next starts, at most this long.
+    savings_horizon_hours: float = _opt(24.0, 0.0, 24.0 * 365)
+    # Tell once at 50, 80 and 100 % of this month-to-date cost; 0 turns it off.
+    monthly_budget_usd: float = _opt(0.0, 0.0)
 
 
 @dataclass(frozen=True)
