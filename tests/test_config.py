@@ -185,6 +185,20 @@ def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
             2,
             "expected a finite number, got nan",
         ),
+        ('[cloud]\naccounts = ["12345"]\n', "cloud.accounts", 2, "12-digit AWS account id"),
+        (
+            '[cloud]\naccounts = ["organization", "123456789012"]\n',
+            "cloud.accounts",
+            2,
+            "use it alone",
+        ),
+        ('[cloud]\ntopic_arn = "alerts"\n', "cloud.topic_arn", 2, "SNS topic ARN"),
+        (
+            '[cloud]\nslack_webhook_parameter = "a b"\n',
+            "cloud.slack_webhook_parameter",
+            2,
+            "not an SSM parameter name",
+        ),
     ],
 )
 def test_errors_name_path_line_and_key(
@@ -332,3 +346,17 @@ def test_example_documents_every_key() -> None:
 def test_http_listen_must_be_host_and_port(value: str) -> None:
     with pytest.raises(ConfigError, match=r"agent\.http_listen: expected \"host:port\""):
         parse(f"[agent]\nhttp_listen = {value}\n")
+
+
+def test_a_team_config_with_accounts_topic_and_slack_loads(tmp_path: Path) -> None:
+    cfg = load(
+        write(
+            tmp_path,
+            '[cloud]\naccounts = ["123456789012", "210987654321"]\n'
+            'topic_arn = "arn:aws:sns:us-east-1:123456789012:idle-watchdog"\n'
+            'slack_webhook_parameter = "/idle-watchdog/slack"\n',
+        )
+    )
+    assert cfg.cloud.accounts == ("123456789012", "210987654321")
+    assert cfg.cloud.topic_arn.endswith(":idle-watchdog")
+    assert cfg.cloud.role_name == "idle-watchdog-member"

@@ -24,6 +24,7 @@ from watchdog.core.settings import (
     AgentConfig,
     AwsConfig,
     BillingConfig,
+    CloudConfig,
     Config,
     IdleConfig,
     NotifyConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "AgentConfig",
     "AwsConfig",
     "BillingConfig",
+    "CloudConfig",
     "Config",
     "ConfigError",
     "IdleConfig",
@@ -56,6 +58,8 @@ else:  # pragma: no cover - Python 3.10
 
 ENV_VAR = "IDLE_WATCHDOG_CONFIG"
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _INSTANCE_TYPE = re.compile(r"^([a-z0-9-]+/)?[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 
 
@@ -267,6 +271,8 @@ def _check_relations(section: Any, path: tuple[str, ...], loc: _Locator) -> None
         host, sep, port = section.http_listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise loc.error((*path, "http_listen"), 'expected "host:port" or "" (off)')
+    if isinstance(section, CloudConfig):
+        _check_cloud(section, path, loc)
     if isinstance(section, BillingConfig):
         for key in section.prices:
             if not _INSTANCE_TYPE.match(key):
@@ -274,6 +280,26 @@ def _check_relations(section: Any, path: tuple[str, ...], loc: _Locator) -> None
                     (*path, "prices", key),
                     'expected an instance type ("g5.xlarge") or "region/type"',
                 )
+
+
+def _check_cloud(section: CloudConfig, path: tuple[str, ...], loc: _Locator) -> None:
+    accounts = section.accounts
+    if "organization" in accounts and len(accounts) > 1:
+        raise loc.error((*path, "accounts"), '"organization" lists every account: use it alone')
+    for account in accounts:
+        if account != "organization" and not _ACCOUNT.match(account):
+            raise loc.error(
+                (*path, "accounts"),
+                f'{account!r} is not a 12-digit AWS account id (or "organization")',
+            )
+    if section.topic_arn and not _ARN.match(section.topic_arn):
+        raise loc.error(
+            (*path, "topic_arn"), "expected an SNS topic ARN, arn:aws:sns:REGION:ACCOUNT:NAME"
+        )
+    for key in ("slack_webhook_parameter", "link_secret_parameter"):
+        name = getattr(section, key)
+        if name and not re.match(r"^/?[A-Za-z0-9_.\-/]{1,2048}$", name):
+            raise loc.error((*path, key), f"{name!r} is not an SSM parameter name")
 
 
 def _show(value: Any) -> str:

@@ -92,6 +92,20 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class CloudConfig:
+    """The team scheduler on AWS (``watchdog.cloud``); the desktop ignores it."""
+
+    # Member account ids to watch, or ["organization"] to list them with
+    # Organizations; empty = the hub's own account only.
+    accounts: tuple[str, ...] = ()
+    role_name: str = "idle-watchdog-member"  # the role assumed in each member account
+    external_id: str = ""  # the member role's sts:ExternalId condition
+    topic_arn: str = ""  # SNS topic for every message (e-mail, SQS, ...)
+    slack_webhook_parameter: str = ""  # SSM SecureString holding a Slack webhook URL
+    link_secret_parameter: str = "/idle-watchdog/link-secret"  # noqa: S105 - a name
+
+
+@dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
@@ -100,4 +114,5 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     source: str = field(default="", compare=False)
