@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from watchdog.core.ledger import Costs, InstanceRecord, Ledger
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
 COMPUTE = "#0072B2"  # blue
 EBS = "#E69F00"  # orange
@@ -38,6 +39,10 @@ SAVED = "#009E73"  # bluish green
 STOP_MARK = "#000000"
 
 _WIDTH_IN = 10.0
+#: About the timeline's width in pixels: a span shorter than window / PIXELS hardly
+#: shows. Spans are drawn true to scale all the same (widening a 10-minute idle spell
+#: to a pixel would draw a 90-day window as mostly idle); the caption says so.
+PIXELS = 800
 _RC: dict[str, Any] = {
     "svg.fonttype": "none",  # text stays text: smaller, selectable, searchable
     "font.family": "sans-serif",
@@ -45,6 +50,22 @@ _RC: dict[str, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+
+
+_PATH_DATA = re.compile(r' (?:d|x|y)="[^"]*"')
+_DECIMALS = re.compile(r"(\.\d)\d+")
+_SPACES = re.compile(r"\s+")
+_AROUND_COMMANDS = re.compile(r" ?([A-Za-z]) ?")
+
+
+def _compact(attribute: str) -> str:
+    """An SVG ``d``, ``x`` or ``y`` attribute cut to 0.1 pt (1/720 in; matplotlib writes
+    1e-6) and without the spaces SVG does not need: the timelines' bytes are mostly
+    path data and marker positions."""
+    name, value = attribute.split("=", 1)
+    value = _SPACES.sub(" ", _DECIMALS.sub(r"\1", value[1:-1]))
+    value = _AROUND_COMMANDS.sub(r"\1", value).strip()
+    return f'{name}="{value}"'
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,7 @@ def _svg(fig: Figure, key: str, title: str, description: str) -> str:
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)
+    text = _PATH_DATA.sub(lambda m: _compact(m.group()), text)
     head_end = text.index(">") + 1
     labels = (
         f'<title id="{key}-title">{escape(title)}</title>'
@@ -164,39 +186,30 @@ def _timelines(records: Sequence[InstanceRecord], ledger: Ledger) -> Chart:
     since, until = ledger.since, ledger.until
     fig = _figure(0.9 + 0.32 * max(1, len(records)))
     ax = fig.add_subplot()
-    day = timedelta(days=1).total_seconds()
-    stops_shown = 0
+    base, origin = _days(since), _ts(since)
+
+    def x(moment: datetime) -> float:  # matplotlib's date unit, without a call per instant
+        return base + (_ts(moment) - origin) / 86_400
+
+    # One compound path per colour: thousands of spans stay one SVG element each.
+    bars: dict[str, list[tuple[float, float, float]]] = {STOPPED: [], RUNNING: [], IDLE: []}
+    stops: list[tuple[float, float]] = []
     for row, record in enumerate(records):
         y = len(records) - 1 - row
         spans = _merge(state_spans(record, since, until))
+        if spans:  # grey under all the known time; running and idle drawn over it
+            bars[STOPPED].append((x(spans[0][0]), x(spans[-1][1]), y))
         running = [(lo, hi) for lo, hi, billed in spans if billed]
-        for color, bars in (
-            (STOPPED, [(lo, hi) for lo, hi, billed in spans if not billed]),
-            (RUNNING, running),
-            (IDLE, idle_spans(record, running, until)),
-        ):
-            if bars:
-                # Widths in days: matplotlib's date unit.
-                ax.broken_barh(
-                    [(_days(lo), (_ts(hi) - _ts(lo)) / day) for lo, hi in bars],
-                    (y - 0.35, 0.7),
-                    facecolors=color,
-                    linewidth=0,
-                )
-        stops = [s for s in record.watchdog_stops if since <= s < until]
-        stops_shown += len(stops)
-        if stops:  # a tick through the bar, and a triangle on its top edge
-            ax.vlines(
-                [_days(s) for s in stops], y - 0.35, y + 0.35, colors=STOP_MARK, linewidth=1.2
-            )
-            ax.plot(
-                [_days(s) for s in stops],
-                [y + 0.35] * len(stops),
-                linestyle="none",
-                marker="v",
-                markersize=7,
-                color=STOP_MARK,
-            )
+        bars[RUNNING] += [(x(lo), x(hi), y) for lo, hi in running]
+        bars[IDLE] += [(x(lo), x(hi), y) for lo, hi in idle_spans(record, running, until)]
+        stops += [(x(s), y) for s in record.watchdog_stops if since <= s < until]
+    for color, rects in bars.items():
+        if rects:
+            ax.add_patch(_rectangles(rects, 0.35, color))
+    if stops:  # a tick through the bar, and a triangle on its top edge
+        xs, ys = [s[0] for s in stops], [s[1] for s in stops]
+        ax.add_patch(_ticks(stops, 0.35, STOP_MARK))
+        ax.plot(xs, [y + 0.35 for y in ys], ls="none", marker="v", ms=7, color=STOP_MARK)
     ax.set_yticks(range(len(records)), [_label(r) for r in reversed(records)])
     ax.set_ylim(-0.6, len(records) - 0.2)
     ax.spines["left"].set_visible(False)
@@ -214,10 +227,32 @@ def _timelines(records: Sequence[InstanceRecord], ledger: Ledger) -> Chart:
     title = "Timeline per instance"
     description = (
         f"{len(records)} instance(s) from {when(since)} to {when(until)}: when each ran, "
-        f"was idle while running, or was stopped; {stops_shown} stop(s) by idle-watchdog "
+        f"was idle while running, or was stopped; {len(stops)} stop(s) by idle-watchdog "
         "are marked with a triangle."
     )
     return Chart(_svg(fig, "timeline", title, description), title, description)
+
+
+def _rectangles(rects: Sequence[tuple[float, float, float]], half: float, color: str) -> Patch:
+    """(x0, x1, row) bars of height ``2 * half`` as one filled compound path."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
+
+    vertices: list[tuple[float, float]] = []
+    for x0, x1, y in rects:
+        vertices += [(x0, y - half), (x1, y - half), (x1, y + half), (x0, y + half), (x0, y)]
+    codes = [Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY] * len(rects)
+    return PathPatch(Path(vertices, codes), facecolor=color, linewidth=0)
+
+
+def _ticks(points: Sequence[tuple[float, float]], half: float, color: str) -> Patch:
+    """Vertical ticks of height ``2 * half`` through (x, row) as one stroked path."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
+
+    vertices = [v for x, y in points for v in ((x, y - half), (x, y + half))]
+    codes = [Path.MOVETO, Path.LINETO] * len(points)
+    return PathPatch(Path(vertices, codes), fill=False, edgecolor=color, linewidth=1.2)
 
 
 def _days(moment: datetime | date) -> float:
@@ -284,7 +319,8 @@ def _cost_per_day(ledger: Ledger) -> Chart:
         ax.bar([d + 0.5 for d in x], values, width=0.8, bottom=bottom, color=color, linewidth=0)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     partial = [(xi, b) for xi, b, d in zip(x, bottom, days, strict=True) if d.partial]
-    if partial:
+    every_day = len(partial) == len(days)
+    if partial and not every_day:
         ax.plot(
             [p[0] + 0.5 for p in partial],
             [p[1] for p in partial],
@@ -306,15 +342,22 @@ def _cost_per_day(ledger: Ledger) -> Chart:
         (f"EBS {_usd(totals.ebs_usd)}", EBS, "s"),
         (f"Public IPv4 {_usd(totals.ipv4_usd)}", IPV4, "s"),
     ]
-    if partial:
-        items.append(("? some amounts unknown", SPEND, "$?$"))
+    if every_day:  # a mark on every bar says nothing: say it once
+        items.append(("(every day leaves out an unknown amount)", SPEND, ""))
+    elif partial:
+        items.append(("day leaves out an unknown amount", SPEND, "$?$"))
     _legend(ax, items)
     title = "Cost per day, by compute, EBS and public IPv4"
     description = (
         f"{len(days)} UTC day(s); the costliest day came to {_usd(peak)}. Over the window: "
         f"compute {_usd(totals.compute_usd)}, EBS {_usd(totals.ebs_usd)}, public IPv4 "
         f"{_usd(totals.ipv4_usd)}."
-        + (f" {len(partial)} day(s) miss an unknown amount (marked ?)." if partial else "")
+        + (
+            f" {len(partial)} day(s) leave out an unknown amount"
+            + (" (marked ?)." if not every_day else ".")
+            if partial
+            else ""
+        )
     )
     return Chart(_svg(fig, "perday", title, description), title, description)
 

@@ -14,11 +14,12 @@ records it was built from and an explicit ``now``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from html import escape
 
 from watchdog.core.ledger import Costs, InstanceLedger, InstanceRecord, Ledger
 from watchdog.core.ledger_report import notes
+from watchdog.core.timeutil import human
 from watchdog.desktop import charts
 from watchdog.desktop.charts import when
 
@@ -43,7 +44,7 @@ h2 { font-size: 18px; margin: 32px 0 8px; border-bottom: 1px solid var(--rule);
 figure { margin: 16px 0 24px; }
 figure svg { display: block; width: 100%; height: auto; }
 figcaption { color: var(--muted); font-size: 14px; margin-top: 4px; max-width: 62em; }
-table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
 caption { text-align: left; color: var(--muted); font-size: 14px; padding-bottom: 6px; }
 th, td { padding: 5px 6px; border-bottom: 1px solid var(--rule); vertical-align: top; }
 th { text-align: left; font-weight: 600; background: #f4f4f6; }
@@ -51,8 +52,9 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space:
 tbody tr:nth-child(even) { background: #fafafb; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--ink); }
 .sub { color: var(--muted); font-size: 12px; }
-.sub span { white-space: nowrap; }
-td:first-child { min-width: 15em; }
+td span { white-space: nowrap; }
+td:first-child { min-width: 12em; }
+.scroll { overflow-x: auto; }
 .unknown { color: #a33a00; font-style: italic; }
 ul.notes { padding-left: 20px; max-width: 62em; }
 ul.notes li { margin-bottom: 6px; }
@@ -83,7 +85,10 @@ def render(ledger: Ledger, records: Sequence[InstanceRecord], now: datetime) -> 
         for chart, caption in (
             (charts.cost_per_day(ledger), _per_day_caption()),
             (charts.cumulative(ledger), _cumulative_caption()),
-            (charts.timelines(drawn, ledger), _timeline_caption(len(drawn), len(ranked))),
+            (
+                charts.timelines(drawn, ledger),
+                _timeline_caption(len(drawn), len(ranked), ledger.until - ledger.since),
+            ),
         ):
             parts.append(
                 f"<figure>{chart.svg}<figcaption><strong>{escape(chart.title)}.</strong> "
@@ -118,7 +123,7 @@ def summary(ledger: Ledger) -> str:
         f"EBS {_sum(ledger, 'ebs_usd')}, public IPv4 {_sum(ledger, 'ipv4_usd')}); "
         f"idle time cost {_sum(ledger, 'idle_usd')}; "
         + (
-            f"idle-watchdog's {stops} stop{'' if stops == 1 else 's'} saved an estimated "
+            f"idle-watchdog's {stops:,} stop{'' if stops == 1 else 's'} saved an estimated "
             f"{_sum(ledger, 'saved_usd')}."
             if stops
             else "idle-watchdog made no stops."
@@ -149,18 +154,18 @@ def _table(ranked: Sequence[InstanceLedger], ledger: Ledger) -> str:
         else ""
     )
     return (
-        '<table id="instances"><caption>Costliest first. "unknown": no price or rate is '
-        'known, so none is guessed; "partial": the total leaves an unknown amount out.'
+        '<div class="scroll"><table id="instances"><caption>Costliest first. "unknown": no '
+        'price or rate is known, so none is guessed; "partial": the total leaves an unknown '
+        "amount out."
         f"</caption><thead>{head}</thead><tbody>{''.join(rows)}</tbody>"
-        f"<tfoot>{foot}</tfoot></table>"
+        f"<tfoot>{foot}</tfoot></table></div>"
     )
 
 
 def _row(inst: InstanceLedger) -> str:
-    name = escape(inst.name) if inst.name else escape(inst.id)
-    detail = " · ".join(
-        f"<span>{escape(x)}</span>" for x in (inst.id, inst.region, inst.type, inst.lifecycle)
-    )
+    name = escape(inst.name) if inst.name else f"<span>{escape(inst.id)}</span>"
+    about = (inst.id, inst.region, inst.type, inst.lifecycle)[0 if inst.name else 1 :]
+    detail = " · ".join(f"<span>{escape(x)}</span>" for x in about)
     price = inst.price
     rate = (
         '<span class="unknown">unknown</span>'
@@ -254,7 +259,7 @@ def _cumulative_caption() -> str:
     )
 
 
-def _timeline_caption(drawn: int, total: int) -> str:
+def _timeline_caption(drawn: int, total: int, window: timedelta) -> str:
     rest = (
         f" Shown: the {drawn} costliest of {total} instances; the table lists every one."
         if drawn < total
@@ -262,5 +267,7 @@ def _timeline_caption(drawn: int, total: int) -> str:
     )
     return (
         "Light blue: running; orange-red: idle while running (from its heartbeats); grey: "
-        f"stopped or otherwise not billed; blank: before the first recorded state.{rest}"
+        "stopped or otherwise not billed; blank: before the first recorded state. Drawn "
+        f"to scale: a span shorter than about {human(window / charts.PIXELS)} hardly shows "
+        f"(the table gives every instance's idle hours).{rest}"
     )
