@@ -4,8 +4,9 @@ The history is ``benchmarks/ledger.py``'s (each instance works four days in
 five, idle spells, watchdog stops, spot price changes, two volumes); the
 ledger is built once and not timed. Timed: ``report_html.render`` (all three
 charts, the table, the notes), median of ``--repeat`` runs, once with the
-shipped timeline limit (the costliest 20) and once with a timeline for every
-instance, side by side in the same run. matplotlib's import is timed apart,
+shipped timeline limit (the costliest 20), once with a timeline for every
+instance, and once with the SVG as matplotlib writes it (no path-data
+compaction), side by side in the same run. matplotlib's import is timed apart,
 in a fresh interpreter, since ``render`` pays it once per process.
 
     python benchmarks/report_html.py                    # 200 instances, 90 days
@@ -26,7 +27,7 @@ from ledger import END, history
 
 from watchdog.core import ledger
 from watchdog.core.ledger import InstanceRecord, Ledger
-from watchdog.desktop import report_html
+from watchdog.desktop import charts, report_html
 
 
 def timed(built: Ledger, records: list[InstanceRecord], repeat: int) -> tuple[float, int]:
@@ -64,13 +65,22 @@ def main() -> int:
     report_html.render(built, records[:1], END)  # warm: matplotlib imported, fonts cached
     shipped = report_html.TIMELINE_LIMIT
     print(f"matplotlib import (fresh interpreter, median of 3): {import_seconds():.2f} s\n")
-    print("| instances | days | timelines drawn | render (s) | page size (KiB) |")
-    print("|---:|---:|---:|---:|---:|")
-    for limit in (shipped, args.instances) if args.instances > shipped else (shipped,):
+    print("| instances | days | timelines drawn | SVG path data | render (s) | page size (KiB) |")
+    print("|---:|---:|---:|---|---:|---:|")
+    limits = (shipped, args.instances) if args.instances > shipped else (shipped,)
+    compact = charts._compact
+    for limit, raw in [(n, False) for n in limits] + [(shipped, True)]:
         report_html.TIMELINE_LIMIT = limit
+        if raw:  # the page as matplotlib writes its SVG (six decimals, spaces)
+            charts._compact = lambda attribute: attribute
         seconds, size = timed(built, records, args.repeat)
+        charts._compact = compact
         drawn = min(limit, args.instances)
-        print(f"| {args.instances} | {args.days} | {drawn} | {seconds:.2f} | {size / 1024:,.0f} |")
+        how = "as matplotlib writes it" if raw else "cut to 0.1 pt (shipped)"
+        print(
+            f"| {args.instances} | {args.days} | {drawn} | {how} | {seconds:.2f} "
+            f"| {size / 1024:,.0f} |"
+        )
     report_html.TIMELINE_LIMIT = shipped
     return 0
 
