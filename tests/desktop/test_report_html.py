@@ -162,6 +162,21 @@ def test_the_summary_says_in_words_what_it_cost_and_saved_and_that_it_is_partial
     assert words.index("render-fra") < words.index("notebook") < words.index("train-spot")
 
 
+def test_a_stop_before_the_window_still_shows_what_it_saved_in_it() -> None:
+    """The notebook's stop at 11-27 22:00 saves until 11-28 22:00: a window of 11-28
+    03:00-09:00 holds 6 h of that saving, 6 x 1.011 = 6.066, and no stop."""
+    records = [spot(), on_demand(), elsewhere()]
+    page = render(build(records, at(28, 3), at(28, 9), NOW), records, NOW)
+    assert (
+        "In the 6 hours to 2026-11-28 09:00 UTC, the 3 watched instances cost at least $7.98"
+        in text_of(page)
+    )
+    assert (
+        "idle-watchdog made no stops in it; its earlier stops saved an estimated $6.07 in it."
+        in text_of(page)
+    )
+
+
 def test_an_unknown_price_is_shown_as_unknown_never_as_zero() -> None:
     record = InstanceRecord(
         region="ap-southeast-7",
@@ -316,3 +331,26 @@ def test_headless_chromium_draws_the_charts(tmp_path: Path) -> None:
     }
     for what, (color, least) in areas.items():
         assert pixels[_rgb(color)] >= least, f"{what}: {pixels[_rgb(color)]} px of {color}"
+
+
+def test_the_timeline_draws_what_the_ledger_bills_and_idle_only_while_running() -> None:
+    record = InstanceRecord(
+        region="us-east-1",
+        id="i-0hibernate",
+        type="g5.xlarge",
+        platform="Linux/UNIX",
+        changes=(
+            StateChange(at(27, 6), "running"),
+            StateChange(at(27, 8), "stopping", hibernating=True),  # billed, as the ledger has it
+            StateChange(at(27, 9), "stopped"),
+        ),
+        idle=(Span(at(27, 7), at(27, 10)),),  # a heartbeat span running past the stop
+    )
+    spans = list(charts.state_spans(record, SINCE, UNTIL))
+    assert spans == [
+        (at(27, 6), at(27, 8), True),
+        (at(27, 8), at(27, 9), True),
+        (at(27, 9), UNTIL, False),
+    ]  # nothing before 06:00: its state then is unknown
+    running = [(at(27, 6), at(27, 9))]
+    assert charts.idle_spans(record, running, UNTIL) == [(at(27, 7), at(27, 9))]

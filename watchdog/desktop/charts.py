@@ -369,20 +369,20 @@ def cumulative(ledger: Ledger) -> Chart:
 
 
 def _cumulative(ledger: Ledger) -> Chart:
-    days = daily_costs(ledger)
-    x = [_days(d.day) + 1 for d in days if d.day is not None]  # at each day's end
+    days = [d for d in daily_costs(ledger) if d.day is not None]
+    end = _days(ledger.until)  # each day's point at its end, the last at the window's
+    x = [_days(ledger.since)] + [min(_days(d.day) + 1, end) for d in days if d.day is not None]
     spend, saved = [0.0], [0.0]
     for d in days:
-        spend.append(spend[-1] + (d.total_usd if d.total_usd is not None else 0.0))
+        spend.append(spend[-1] + (d.total_usd or 0.0))
         saved.append(saved[-1] + (d.saved_usd or 0.0))
-    start = [_days(days[0].day)] if days and days[0].day is not None else []
     fig = _figure(2.8)
     ax = fig.add_subplot()
-    ax.plot(start + x, spend, color=SPEND, linewidth=2)
-    ax.plot(start + x, saved, color=SAVED, linewidth=2, linestyle="--")
-    ax.fill_between(start + x, saved, color=SAVED, alpha=0.15, linewidth=0)
+    ax.plot(x, spend, color=SPEND, linewidth=2)
+    ax.plot(x, saved, color=SAVED, linewidth=2, linestyle="--")
+    ax.fill_between(x, saved, color=SAVED, alpha=0.15, linewidth=0)
     ax.set_ylabel("USD, cumulative")
-    ax.yaxis.set_major_formatter("${x:,.0f}")
+    ax.yaxis.set_major_formatter("${x:,.0f}" if max(spend + saved) >= 10 else "${x:,.2f}")
     ax.set_ylim(bottom=0)
     _date_axis(ax, ledger.since, ledger.until)
     totals = ledger.totals()

@@ -80,7 +80,7 @@ def render(ledger: Ledger, records: Sequence[InstanceRecord], now: datetime) -> 
         f'<p class="window">{when(ledger.since)} to {when(ledger.until)} · amounts in USD</p>',
         f'<p class="summary" id="summary">{summary(ledger)}</p>',
     ]
-    if ledger.instances:
+    if ledger.instances and ledger.until > ledger.since:
         parts.append("<h2>Charts</h2>")
         for chart, caption in (
             (charts.cost_per_day(ledger), _per_day_caption()),
@@ -126,6 +126,9 @@ def summary(ledger: Ledger) -> str:
             f"idle-watchdog's {stops:,} stop{'' if stops == 1 else 's'} saved an estimated "
             f"{_sum(ledger, 'saved_usd')}."
             if stops
+            else "idle-watchdog made no stops in it; its earlier stops saved an estimated "
+            f"{_sum(ledger, 'saved_usd')} in it."
+            if totals.saved_usd
             else "idle-watchdog made no stops."
         )
     )
@@ -233,12 +236,12 @@ def _spend(inst: InstanceLedger) -> float:
 
 
 def _span(ledger: Ledger) -> str:
+    """The window's length as the summary says it: "30 days", "day", "6 hours"."""
     seconds = (ledger.until - ledger.since).total_seconds()
-    if seconds >= 86_400:
-        days = seconds / 86_400
-        return f"{days:g} days" if days == int(days) else f"{days:.1f} days"
-    hours = seconds / 3600
-    return f"{hours:.1f} hours" if hours != 1 else "hour"
+    value, unit = (seconds / 86_400, "day") if seconds >= 86_400 else (seconds / 3600, "hour")
+    if value == 1:
+        return unit
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}s"
 
 
 def _date(moment: datetime) -> str:
