@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from html import unescape
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_the_summary_says_in_words_what_it_cost_and_saved_and_that_it_is_partial
         "$96.58 (compute $91.22, EBS at least $4.80, public IPv4 $0.56); idle time cost "
         "$2.93; idle-watchdog's 1 stop saved an estimated $24.26." in words
     )
-    assert "Partial: 1 instance had an unknown price or rate" in words
+    assert "Partial: 1 instance had an unknown or incomplete price or rate" in words
     assert "Saved is an estimate: each stop made by idle-watchdog counts" in words
     assert "at most 24 h ([billing] savings_horizon_hours)" in words
     # Costliest first: Frankfurt, then the notebook, then the spot instance.
@@ -212,6 +213,19 @@ def test_strings_from_aws_are_shown_as_text_never_run() -> None:
     assert "<img" not in page.lower()
     assert hostile in text_of(page)  # the reader sees the tag as it is
     assert "&lt;script&gt;" in page.split("<svg", 1)[1]  # the timeline's label too
+
+
+def test_a_name_with_dollars_or_of_any_length_is_drawn_as_it_is() -> None:
+    tex = r"cost $\frac{1}{0}$ or $\nosuch$"  # TeX to matplotlib unless told otherwise
+    records = [
+        replace(spot(), name=tex),
+        replace(on_demand(), name="n" * 256),  # tags hold 256 characters
+    ]
+    page = render(build(records, SINCE, UNTIL, NOW), records, NOW)
+    timeline = page[page.index('<title id="timeline-title">') :]
+    assert tex in unescape(timeline)
+    assert "n" * 40 + "…" in timeline  # cut in the chart's label
+    assert "n" * 256 in text_of(page)  # whole in the table
 
 
 def test_the_page_needs_no_network() -> None:

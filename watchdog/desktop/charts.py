@@ -45,6 +45,7 @@ _WIDTH_IN = 10.0
 PIXELS = 800
 _RC: dict[str, Any] = {
     "svg.fonttype": "none",  # text stays text: smaller, selectable, searchable
+    "text.parse_math": False,  # a "$" in an instance's name is a dollar, not TeX
     "font.family": "sans-serif",
     "font.size": 9.0,
     "axes.spines.top": False,
@@ -171,8 +172,10 @@ def _date_axis(ax: Axes, since: datetime, until: datetime) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
 
 
-def _label(record: InstanceRecord) -> str:
-    return f"{record.name} ({record.id})" if record.name else record.id
+def _label(record: InstanceRecord, most: int = 48) -> str:
+    """A row's label; a long name (tags hold 256 characters) is cut, the table has it."""
+    label = f"{record.name} ({record.id})" if record.name else record.id
+    return label if len(label) <= most else label[: most - 1] + "…"
 
 
 def timelines(records: Sequence[InstanceRecord], ledger: Ledger) -> Chart:
@@ -319,16 +322,10 @@ def _cost_per_day(ledger: Ledger) -> Chart:
         ax.bar([d + 0.5 for d in x], values, width=0.8, bottom=bottom, color=color, linewidth=0)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     partial = [(xi, b) for xi, b, d in zip(x, bottom, days, strict=True) if d.partial]
-    every_day = len(partial) == len(days)
+    every_day = bool(partial) and len(partial) == len(days)
     if partial and not every_day:
-        ax.plot(
-            [p[0] + 0.5 for p in partial],
-            [p[1] for p in partial],
-            linestyle="none",
-            marker="$?$",
-            markersize=7,
-            color=SPEND,
-        )
+        for at, top in partial:
+            ax.text(at + 0.5, top, "?", ha="center", va="bottom", weight="bold", color=SPEND)
     ax.set_ylabel("USD per day")
     peak = max(bottom, default=0.0)
     ax.yaxis.set_major_formatter("${x:,.0f}" if peak >= 10 else "${x:,.2f}")
@@ -345,7 +342,7 @@ def _cost_per_day(ledger: Ledger) -> Chart:
     if every_day:  # a mark on every bar says nothing: say it once
         items.append(("(every day leaves out an unknown amount)", SPEND, ""))
     elif partial:
-        items.append(("day leaves out an unknown amount", SPEND, "$?$"))
+        items.append(("(? a day that leaves out an unknown amount)", SPEND, ""))
     _legend(ax, items)
     title = "Cost per day, by compute, EBS and public IPv4"
     description = (

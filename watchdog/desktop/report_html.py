@@ -67,9 +67,8 @@ def render(ledger: Ledger, records: Sequence[InstanceRecord], now: datetime) -> 
     """The report page for ``ledger`` (the money) and ``records`` (its timelines)."""
     ranked = sorted(ledger.instances, key=_spend, reverse=True)
     by_key = {(r.region, r.id): r for r in records}
-    drawn = [by_key[(i.region, i.id)] for i in ranked if (i.region, i.id) in by_key][
-        :TIMELINE_LIMIT
-    ]
+    costliest = [by_key[(i.region, i.id)] for i in ranked if (i.region, i.id) in by_key]
+    drawn = costliest[:TIMELINE_LIMIT]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -117,7 +116,7 @@ def summary(ledger: Ledger) -> str:
     stops = totals.stops_by_watchdog
     text = (
         f"In the {_span(ledger)} to {when(ledger.until)}, "
-        f"{'the ' + str(n) + ' watched instances' if n > 1 else 'the 1 watched instance'} "
+        f"{f'the {n:,} watched instances' if n > 1 else 'the 1 watched instance'} "
         f"cost {'at least ' if totals.partial else ''}{_cell(totals.total_usd)} "
         f"(compute {_sum(ledger, 'compute_usd')}, "
         f"EBS {_sum(ledger, 'ebs_usd')}, public IPv4 {_sum(ledger, 'ipv4_usd')}); "
@@ -136,7 +135,8 @@ def summary(ledger: Ledger) -> str:
         unknown = sum(1 for i in ledger.instances if i.total.partial)
         text += (
             f' <span class="partial">Partial: {unknown} instance{"" if unknown == 1 else "s"} '
-            "had an unknown price or rate, so the totals add up only the known amounts "
+            "had an unknown or incomplete price or rate, so the totals add up only the known "
+            "amounts "
             "(never a guess).</span>"
         )
     return text
