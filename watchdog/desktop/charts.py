@@ -333,11 +333,10 @@ def _cost_per_day(ledger: Ledger) -> Chart:
     _date_axis(ax, ledger.since, ledger.until)
     if x:
         ax.set_xlim(x[0], x[-1] + 1.0)  # whole days, even when the window starts mid-day
-    totals = ledger.totals()
     items = [
-        (f"Compute {_usd(totals.compute_usd)}", COMPUTE, "s"),
-        (f"EBS {_usd(totals.ebs_usd)}", EBS, "s"),
-        (f"Public IPv4 {_usd(totals.ipv4_usd)}", IPV4, "s"),
+        (f"Compute {fleet_amount(ledger, 'compute_usd')}", COMPUTE, "s"),
+        (f"EBS {fleet_amount(ledger, 'ebs_usd')}", EBS, "s"),
+        (f"Public IPv4 {fleet_amount(ledger, 'ipv4_usd')}", IPV4, "s"),
     ]
     if every_day:  # a mark on every bar says nothing: say it once
         items.append(("(every day leaves out an unknown amount)", SPEND, ""))
@@ -347,8 +346,8 @@ def _cost_per_day(ledger: Ledger) -> Chart:
     title = "Cost per day, by compute, EBS and public IPv4"
     description = (
         f"{len(days)} UTC day(s); the costliest day came to {_usd(peak)}. Over the window: "
-        f"compute {_usd(totals.compute_usd)}, EBS {_usd(totals.ebs_usd)}, public IPv4 "
-        f"{_usd(totals.ipv4_usd)}."
+        f"compute {fleet_amount(ledger, 'compute_usd')}, EBS {fleet_amount(ledger, 'ebs_usd')}, "
+        f"public IPv4 {fleet_amount(ledger, 'ipv4_usd')}."
         + (
             f" {len(partial)} day(s) leave out an unknown amount"
             + (" (marked ?)." if not every_day else ".")
@@ -397,6 +396,16 @@ def _cumulative(ledger: Ledger) -> Chart:
         + f" and idle-watchdog's stops had saved an estimated {_usd(saved[-1])}."
     )
     return Chart(_svg(fig, "cumulative", title, description), title, description)
+
+
+def fleet_amount(ledger: Ledger, key: str) -> str:
+    """One amount of the whole fleet in words: "at least $x" when some instance's share
+    is unknown, "unknown" when every one is."""
+    values = [getattr(i.total, key) for i in ledger.instances]
+    known = [v for v in values if v is not None]
+    if not known and values:
+        return "unknown"
+    return ("at least " if len(known) < len(values) else "") + _usd(sum(known))
 
 
 def _usd(value: float | None) -> str:

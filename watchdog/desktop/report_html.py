@@ -221,13 +221,8 @@ def _cell(value: float | None) -> str:
 
 
 def _sum(ledger: Ledger, key: str) -> str:
-    """The fleet's amount in words: "at least" when some instance's share is unknown,
-    "unknown" when every one is."""
-    values = [getattr(i.total, key) for i in ledger.instances]
-    known = [v for v in values if v is not None]
-    if not known:
-        return '<span class="unknown">unknown</span>'
-    return ("at least " if len(known) < len(values) else "") + f"${sum(known):,.2f}"
+    amount = charts.fleet_amount(ledger, key)
+    return '<span class="unknown">unknown</span>' if amount == "unknown" else amount
 
 
 def _spend(inst: InstanceLedger) -> float:
