@@ -39,6 +39,7 @@ SAVED = "#009E73"  # bluish green
 STOP_MARK = "#000000"
 
 _WIDTH_IN = 10.0
+_NAMED_DAYS = 14  # up to this many daily bars, each is labelled with its date
 #: About the timeline's width in pixels: a span shorter than window / PIXELS hardly
 #: shows. Spans are drawn true to scale all the same (widening a 10-minute idle spell
 #: to a pixel would draw a 90-day window as mostly idle); the caption says so.
@@ -333,6 +334,10 @@ def _cost_per_day(ledger: Ledger) -> Chart:
     _date_axis(ax, ledger.since, ledger.until)
     if x:
         ax.set_xlim(x[0], x[-1] + 1.0)  # whole days, even when the window starts mid-day
+    if len(x) <= _NAMED_DAYS:  # few bars: name each one's day under it
+        named = [d.day for d in days if d.day is not None]
+        ax.set_xticks([xi + 0.5 for xi in x], [f"{d:%a} {d:%b} {d.day}" for d in named])
+        ax.tick_params(axis="x", length=0)
     items = [
         (f"Compute {fleet_amount(ledger, 'compute_usd')}", COMPUTE, "s"),
         (f"EBS {fleet_amount(ledger, 'ebs_usd')}", EBS, "s"),
