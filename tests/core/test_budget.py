@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -62,10 +63,18 @@ def test_the_share_is_rounded_down_in_whole_percent() -> None:
     assert share_of(79.99, 100.0) == 79
     assert share_of(80.0, 100.0) == 80
     assert share_of(0.01, 0.01) == 100
+    assert reached(0.01, 0.01) == 100  # a budget of one cent is a budget
     assert share_of(333.33, 100.0) == 333
 
 
-def test_the_month_is_the_utc_calendar_month() -> None:
+def test_the_month_is_the_utc_calendar_month(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # this computer's month is still November
+    time.tzset()
+    try:
+        assert month_of(datetime(2026, 12, 1, 2, tzinfo=timezone.utc)) == "2026-12"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     late = datetime(2026, 11, 30, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
     assert month_of(late) == "2026-12"  # already December in UTC
     assert month_of(datetime(2026, 1, 1, tzinfo=timezone.utc)) == "2026-01"

@@ -71,6 +71,13 @@ def test_float_noise_does_not_add_a_second() -> None:
     assert money_spell(0.07, 1.0, 1800) == 252
 
 
+def test_the_spell_is_rounded_to_the_microsecond_before_the_second() -> None:
+    """500.0000004 s is 500 s to the microsecond: no extra second for it."""
+    assert 5.0 * 3600 / 35.99999997 > 500.0000004
+    assert money_spell(5.0, 35.99999997, 1800) == 500
+    assert money_spell(5.0, 35.9999997, 1800) == 501  # 500.000004 s
+
+
 def test_the_minutes_cap_the_spell_and_no_limit_or_price_means_the_cap() -> None:
     assert money_spell(5.0, 0.526, 1800) == 1800  # a g4dn would take 9.5 hours
     assert money_spell(0.0, CENT_A_SECOND, 1800) == 1800
