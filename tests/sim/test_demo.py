@@ -47,7 +47,9 @@ def test_the_table_after_a_stop_shows_the_instance_stopping_not_stop_now(
 def test_the_warning_shows_local_wall_clock_times(passes: list[str]) -> None:
     first = passes[0]
     assert "notification: forgotten-notebook stops in 10m" in first
-    assert re.search(r"\n    Idle since (\d+ \w{3} )?\d\d:\d\d: no GPU", first)
+    assert re.search(
+        r"\n    Idle since (\d+ \w{3} )?\d\d:\d\d \(20m, \$\d+\.\d\d so far\): no GPU", first
+    )
     assert re.search(
         r"\n    Costs \$0\.53/h; stops at (\d+ \w{3} )?\d\d:\d\d unless you keep it\.", first
     )
