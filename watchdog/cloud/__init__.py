@@ -1,0 +1,1 @@
+"""The team shell on AWS: Lambda handlers, DynamoDB history, SNS/Slack, CloudFormation."""
