@@ -53,6 +53,19 @@ def test_a_second_deploy_updates_and_prints_only_what_changed(aws: str) -> None:
     assert lines[-1] == "hub: update complete"
 
 
+def test_a_redeploy_without_the_alarm_e_mail_keeps_the_one_given_before(aws: str) -> None:
+    params = code_bucket()
+    body = _body(template.hub(TEAM))
+    _deployer([]).stack("hub", body, {**params, "AlarmEmail": "ops@example.com"})
+    changed = template.hub(TEAM)
+    changed["Resources"]["Topic"]["Properties"]["DisplayName"] = "lab GPUs"
+    _deployer([]).stack("hub", _body(changed), params, keep_previous=("AlarmEmail",))
+    cf = boto3.client("cloudformation", region_name="us-east-1")
+    stack = cf.describe_stacks(StackName="hub")["Stacks"][0]
+    values = {p["ParameterKey"]: p.get("ParameterValue") for p in stack["Parameters"]}
+    assert values["AlarmEmail"] == "ops@example.com"
+
+
 def test_an_unchanged_template_says_so_and_leaves_no_change_set(aws: str) -> None:
     params = code_bucket()
     body = _body(template.hub(TEAM))

@@ -170,6 +170,7 @@ def cmd_deploy(args: argparse.Namespace, cfg: Config) -> int:
             args.stack_name,
             template.render(hub),
             {**overrides, "CodeBucket": args.code_bucket, "CodeKey": key},
+            keep_previous=("AlarmEmail",),
         )
     except (deploy.DeployError, OSError) as exc:
         print(f"idle-watchdog: {exc}", file=sys.stderr)

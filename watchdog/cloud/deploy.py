@@ -10,7 +10,7 @@ events), never a traceback.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +19,7 @@ from watchdog.cloud.package import Package
 
 if TYPE_CHECKING:
     import boto3
-    from mypy_boto3_cloudformation.type_defs import WaiterConfigTypeDef
+    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef, WaiterConfigTypeDef
 
 Say = Callable[[str], None]
 
@@ -80,21 +80,33 @@ class Deployer:
         self.say = say
         self.waiter_config: WaiterConfigTypeDef = {"Delay": delay, "MaxAttempts": attempts}
 
-    def _status(self, stack: str) -> str | None:
-        """The stack's status, or None when there is no such stack."""
+    def _existing(self, stack: str) -> tuple[str | None, set[str]]:
+        """The stack's status and parameter names; (None, empty) when there is no such stack."""
         try:
             found = self.cfn.describe_stacks(StackName=stack)["Stacks"]
         except Exception as exc:
             if "does not exist" in str(exc):
-                return None
+                return None, set()
             raise DeployError(f"cannot read stack {stack}: {_error(exc)}") from exc
-        return str(found[0]["StackStatus"]) if found else None
+        if not found:
+            return None, set()
+        names = {str(p["ParameterKey"]) for p in found[0].get("Parameters", [])}
+        return str(found[0]["StackStatus"]), names
 
     def stack(
-        self, stack: str, template_body: str, parameters: Mapping[str, str]
+        self,
+        stack: str,
+        template_body: str,
+        parameters: Mapping[str, str],
+        *,
+        keep_previous: Collection[str] = (),
     ) -> dict[str, str]:
-        """Create or update ``stack``; returns its outputs. Raises ``DeployError``."""
-        status = self._status(stack)
+        """Create or update ``stack``; returns its outputs. Raises ``DeployError``.
+
+        On an update, a parameter named in ``keep_previous`` and not given keeps
+        the value the stack has (an alarm e-mail is not dropped by a redeploy).
+        """
+        status, previous = self._existing(stack)
         if status == "ROLLBACK_COMPLETE":
             raise DeployError(
                 f"stack {stack} failed to create and was rolled back; delete it "
@@ -105,15 +117,21 @@ class Deployer:
         )
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
         name = f"idle-watchdog-{stamp}-{secrets.token_hex(3)}"
+        given: list[ParameterTypeDef] = [
+            {"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
+        ]
+        given += [
+            {"ParameterKey": k, "UsePreviousValue": True}
+            for k in sorted(keep_previous)
+            if kind == "UPDATE" and k in previous and k not in parameters
+        ]
         try:
             self.cfn.create_change_set(
                 StackName=stack,
                 ChangeSetName=name,
                 ChangeSetType=kind,
                 TemplateBody=template_body,
-                Parameters=[
-                    {"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
-                ],
+                Parameters=given,
                 Capabilities=CAPABILITIES,
             )
         except Exception as exc:
