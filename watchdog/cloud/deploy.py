@@ -137,10 +137,12 @@ class Deployer:
         except Exception as exc:
             raise DeployError(f"change set refused: {_error(exc)}") from exc
         described = self._wait_for_change_set(stack, name)
-        if described is None:
+        found = changes(described) if described is not None else []
+        if not found:  # AWS fails an empty change set; moto may make one with no change
+            if described is not None:
+                self.cfn.delete_change_set(StackName=stack, ChangeSetName=name)
             self.say(f"{stack}: no changes")
             return self.outputs(stack)
-        found = changes(described)
         self.say(f"{stack}: {len(found)} change{'s' * (len(found) != 1)} ({kind.lower()})")
         for change in found:
             self.say(f"  {change}")
