@@ -8,13 +8,14 @@ its ``Notifier`` (``outbox.deliver``) or shows it itself (``tell``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
 
 from watchdog.aws.ec2 import AwsError, Ec2Api, iter_scans
+from watchdog.core import coexist
 from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan
 from watchdog.core.policy import Action, Decision, Planned, decide_with_history, plan
 from watchdog.core.settings import Config
@@ -86,6 +87,7 @@ def run_pass(
         try:
             with store.transaction():
                 store.observe(now, scan.instances)
+            warned = _with_tags(warned, scan.instances, now, cfg)  # another scheduler's warnings
             planned = plan(
                 scan.instances, scan.spot_requests, now, cfg, warned=warned, noticed=noticed
             )
@@ -156,6 +158,13 @@ def _tell_routine(
     for message in events.messages(decided, [], now, cfg, told):
         store.enqueue(message, now)
         told.add(message.key)
+
+
+def _with_tags(
+    warned: Mapping[str, datetime], instances: Iterable[Instance], now: datetime, cfg: Config
+) -> dict[str, datetime]:
+    minutes = {"warn_minutes": cfg.idle.warn_minutes, "idle_minutes": cfg.idle.minutes}
+    return coexist.merged(warned, instances, now, **minutes)
 
 
 def _cause(error: str) -> str:
@@ -229,6 +238,7 @@ def _confirm_stops(
             for p in stops
         }
     requests = {r.id: r for r in scan.spot_requests}
+    warned = _with_tags(warned, fresh.values(), now, cfg)
     confirmed: dict[str, Planned] = {}
     for item in stops:
         target = item.decision.target
@@ -349,6 +359,10 @@ def _tell_action(
     for message in found:
         if message.key.startswith(("long-running:", "backstop:")):
             continue  # told with the region's routine messages
+        stop_at = planned.decision.stop_at
+        if message.key.startswith("warn:") and stop_at:  # for the warned tag and links
+            store.enqueue(replace(message, extra={**message.extra, "stop_at": iso(stop_at)}), now)
+            continue
         store.enqueue(message, now)
 
 
