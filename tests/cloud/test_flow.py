@@ -10,6 +10,7 @@ notifier is the ``Told`` double; swapping in SNS and Slack is one argument
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +22,7 @@ from tests.cloud import world
 from tests.cloud.world import HUB, MANAGED, MEMBER, REGIONS
 from tests.helpers import AMI, Clock
 from watchdog.aws.fake import set_spot_request_state
-from watchdog.cloud.handler import Runtime, keep, tick, work
+from watchdog.cloud.handler import Runtime, default_send, keep, tick, work
 from watchdog.cloud.history import DynamoHistory
 from watchdog.core.coexist import TAG_WARNED
 from watchdog.core.fleet import TAG_EXEMPT, TAG_KEEP_UNTIL, TAG_STOPPED
@@ -213,3 +214,40 @@ def test_a_stop_now_link_stops_its_instance_at_once(clock: Clock) -> None:
     assert fleet.stopped() == {fleet.idle_hub}
     again = keep(world.url_event(stop_url, "POST"), CONTEXT, runtime=rt)
     assert again["statusCode"] == 200 and "nothing was done" in again["body"]
+
+
+def test_the_sns_message_reaches_an_sqs_subscription_with_the_owner_attribute(
+    clock: Clock,
+) -> None:
+    """The real notifiers (``watchdog.cloud.notify``, its own branch until merged)."""
+    pytest.importorskip("watchdog.cloud.notify")
+    topic = world.hub().client("sns").create_topic(Name="idle-watchdog")["TopicArn"]
+    sqs = world.hub().client("sqs")
+    inbox = sqs.create_queue(QueueName="ana-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]
+    world.hub().client("sns").subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn["QueueArn"],
+        Attributes={"FilterPolicy": json.dumps({"owner": ["ana@example.com"]})},
+    )
+    config = world.CONFIG.replace("[cloud]\n", f'[cloud]\ntopic_arn = "{topic}"\n')
+    queue = world.make_hub(config)
+    fleet = Fleet()
+    rt = replace(world.runtime(world.Told(), clock, queue), send_factory=default_send)
+    clock.now = fleet.start + timedelta(minutes=25)
+    fleet.agents_at(clock.now)
+    assert work(
+        world.sqs_event(a_tick(rt, queue, "2026-11-30T17:00:00Z")), CONTEXT, runtime=rt
+    ) == {"batchItemFailures": []}
+    (got,) = world.receive_all(inbox)  # only ana's instance passes the filter
+    envelope = json.loads(got["Body"])
+    attributes = {k: v["Value"] for k, v in envelope["MessageAttributes"].items()}
+    assert attributes == {
+        "owner": "ana@example.com",
+        "account": MEMBER,
+        "region": EAST,
+        "kind": "warn",
+    }
+    assert fleet.idle_member_east in envelope["Message"]
+    assert "Keep 1h: https://" in envelope["Message"]

@@ -94,7 +94,14 @@ def default_send(
     if cfg.cloud.slack_webhook_parameter:
         url = _parameter(session, cfg.cloud.slack_webhook_parameter)
         chosen.append(notify.SlackNotifier(url, owners=owners, links=links))
+    if not chosen:  # like a desktop without one: the log is where it is told
+        return _logged
     return synchronous(notify.Fanout(chosen))
+
+
+def _logged(message: Message) -> bool:
+    log.warning("no channel configured: told in the log only", key=message.key, title=message.title)
+    return True
 
 
 def synchronous(notifier: Any) -> Send:
