@@ -10,7 +10,6 @@ notifier is the ``Told`` double; swapping in SNS and Slack is one argument
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +21,8 @@ from tests.cloud import world
 from tests.cloud.world import HUB, MANAGED, MEMBER, REGIONS
 from tests.helpers import AMI, Clock
 from watchdog.aws.fake import set_spot_request_state
-from watchdog.cloud.handler import Runtime, default_send, keep, tick, work
+from watchdog.cloud import handler
+from watchdog.cloud.handler import Runtime, keep, tick, work
 from watchdog.cloud.history import DynamoHistory
 from watchdog.core.coexist import TAG_WARNED
 from watchdog.core.fleet import TAG_EXEMPT, TAG_KEEP_UNTIL, TAG_STOPPED
@@ -231,10 +231,17 @@ def test_the_sns_message_reaches_an_sqs_subscription_with_the_owner_attribute(
         Endpoint=arn["QueueArn"],
         Attributes={"FilterPolicy": json.dumps({"owner": ["ana@example.com"]})},
     )
-    config = world.CONFIG.replace("[cloud]\n", f'[cloud]\ntopic_arn = "{topic}"\n')
-    queue = world.make_hub(config)
+    queue = world.make_hub()
     fleet = Fleet()
-    rt = replace(world.runtime(world.Told(), clock, queue), send_factory=default_send)
+    environment = {  # as the hub template sets it; the topic is the stack's, not the config's
+        handler.TABLE_ENV: world.TABLE,
+        handler.QUEUE_ENV: queue,
+        handler.CONFIG_ENV: world.CONFIG_PARAMETER,
+        handler.KEEP_URL_ENV: world.KEEP_URL,
+        handler.SECRET_ENV: world.SECRET_PARAMETER,
+        handler.TOPIC_ENV: topic,
+    }
+    rt = Runtime.from_env(environment, session=world.hub(), clock=lambda: clock.now)
     clock.now = fleet.start + timedelta(minutes=25)
     fleet.agents_at(clock.now)
     assert work(

@@ -18,7 +18,8 @@ Environment (the hub template sets every one; names in the constants below):
 work queue), ``IDLE_WATCHDOG_CONFIG_PARAMETER`` (SSM parameter holding the
 TOML config), ``IDLE_WATCHDOG_KEEP_URL`` (the keep function's URL, for links),
 ``IDLE_WATCHDOG_LINK_SECRET_PARAMETER`` (SSM SecureString: the links' HMAC
-key; else ``[cloud] link_secret_parameter``).
+key; else ``[cloud] link_secret_parameter``), ``IDLE_WATCHDOG_TOPIC_ARN`` (the
+stack's topic, used when the config names none).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ QUEUE_ENV = "IDLE_WATCHDOG_QUEUE_URL"  # the work queue (tick sends, work receiv
 CONFIG_ENV = "IDLE_WATCHDOG_CONFIG_PARAMETER"  # SSM parameter holding the TOML config
 KEEP_URL_ENV = "IDLE_WATCHDOG_KEEP_URL"  # the keep function's URL, for links
 SECRET_ENV = "IDLE_WATCHDOG_LINK_SECRET_PARAMETER"  # noqa: S105 - a name: the links' HMAC key
-ENVIRONMENT = (TABLE_ENV, QUEUE_ENV, CONFIG_ENV, KEEP_URL_ENV, SECRET_ENV)
+TOPIC_ENV = "IDLE_WATCHDOG_TOPIC_ARN"  # the stack's topic, for a config without topic_arn
+ENVIRONMENT = (TABLE_ENV, QUEUE_ENV, CONFIG_ENV, KEEP_URL_ENV, SECRET_ENV, TOPIC_ENV)
 
 #: The schedule's Input (EventBridge Scheduler fills in the context attributes).
 TICK_INPUT = '{"tick": "<aws.scheduler.scheduled-time>", "id": "<aws.scheduler.execution-id>"}'
@@ -130,6 +132,7 @@ class Runtime:
     config_parameter: str = ""
     keep_url: str = ""
     secret_parameter: str = ""
+    topic_arn: str = ""
     send_factory: SendFactory = default_send
     clock: Callable[[], datetime] = utcnow
     _hub: tuple[str, str] | None = field(default=None, repr=False)
@@ -145,6 +148,7 @@ class Runtime:
             config_parameter=env.get(CONFIG_ENV, ""),
             keep_url=env.get(KEEP_URL_ENV, ""),
             secret_parameter=env.get(SECRET_ENV, ""),
+            topic_arn=env.get(TOPIC_ENV, ""),
             **kw,
         )
 
@@ -163,10 +167,13 @@ class Runtime:
 
     def config(self) -> Config:
         """The TOML in the SSM parameter, checked as ``config check`` checks a file."""
-        if not self.config_parameter:
-            return configmod.DEFAULT
-        text = _parameter(self.session, self.config_parameter)
-        return configmod.parse(text, source=f"ssm:{self.config_parameter}")
+        cfg = configmod.DEFAULT
+        if self.config_parameter:
+            text = _parameter(self.session, self.config_parameter)
+            cfg = configmod.parse(text, source=f"ssm:{self.config_parameter}")
+        if self.topic_arn and not cfg.cloud.topic_arn:
+            cfg = replace(cfg, cloud=replace(cfg.cloud, topic_arn=self.topic_arn))
+        return cfg
 
     def secret(self, cfg: Config) -> bytes:
         if self._secret is None:
