@@ -40,6 +40,7 @@ import boto3
 import structlog
 
 from watchdog import config as configmod
+from watchdog import log as logging_setup
 from watchdog.aws.ec2 import AwsError, Boto3Ec2
 from watchdog.cloud import accounts as acc
 from watchdog.cloud.history import DynamoHistory
@@ -120,6 +121,16 @@ def synchronous(notifier: Any) -> Send:
 
 async def _awaited(result: Any) -> Any:
     return await result
+
+
+_logging = {"configured": False}
+
+
+def _configure_logging() -> None:
+    """Once per container: one JSON object per line on stderr (CloudWatch Logs Insights)."""
+    if not _logging["configured"]:
+        logging_setup.configure(json=True)
+        _logging["configured"] = True
 
 
 @dataclass
@@ -207,6 +218,8 @@ def tick(
     event: Mapping[str, Any], context: Any, *, runtime: Runtime | None = None
 ) -> dict[str, Any]:
     """Fan out: one message per (account, region) of this tick."""
+    if runtime is None:
+        _configure_logging()
     rt = runtime or Runtime.from_env()
     cfg = rt.config()
     tick_id = str(event.get("tick") or iso(rt.clock()))
@@ -248,6 +261,8 @@ def work(
     event: Mapping[str, Any], context: Any, *, runtime: Runtime | None = None
 ) -> dict[str, Any]:
     """One pass per record; the records that failed go back to the queue, alone."""
+    if runtime is None:
+        _configure_logging()
     rt = runtime or Runtime.from_env()
     records = list(event.get("Records", []))
     request = str(getattr(context, "aws_request_id", "") or "local")
@@ -317,6 +332,8 @@ def keep(
     event: Mapping[str, Any], context: Any, *, runtime: Runtime | None = None
 ) -> dict[str, Any]:
     """A Keep or Stop-now link: GET asks, POST acts; 403 with a plain sentence when refused."""
+    if runtime is None:
+        _configure_logging()
     rt = runtime or Runtime.from_env()
     method = str(event.get("requestContext", {}).get("http", {}).get("method", "GET")).upper()
     params = dict(event.get("queryStringParameters") or {})

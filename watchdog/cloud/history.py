@@ -93,7 +93,8 @@ class DynamoHistory:
         self.scope = scope_of(account, region)
         self.writes = 0  # items written (a transaction's items each count)
         self._buffer: dict[str, _Write] | None = None
-        self._seen: dict[str, dict[str, Any]] | None = None
+        self._seen: dict[str, dict[str, Any]] | None = None  # inst# rows, read once
+        self._out: dict[str, dict[str, Any]] | None = None  # out# rows, read once
         self._ids: dict[int, dict[str, Any]] = {}
 
     # -- lease and ticks ---------------------------------------------------------
@@ -152,14 +153,25 @@ class DynamoHistory:
         try:
             yield
             writes = list(self._buffer.values())
+        except BaseException:
+            self._forget()
+            raise
         finally:
             self._buffer = None
         try:
             self._commit(writes)
-        except _Refused as exc:  # only a second writer despite the lease gets here
+        except BaseException as exc:
+            self._forget()
+            if not isinstance(exc, _Refused):
+                raise
+            # only a second writer despite the lease gets here
             raise HistoryUnwritable(
                 f"DynamoDB table {self.table}", f"another worker wrote {self.scope} ({exc})"
             ) from exc
+
+    def _forget(self) -> None:
+        """A transaction rolled back: what was cached may hold its writes; read again."""
+        self._seen = self._out = None
 
     def observe(self, now: datetime, instances: Iterable[Instance]) -> None:
         """Write an instance only when it is new or changed (state, start, name, type);
@@ -257,17 +269,17 @@ class DynamoHistory:
             return out
         return {
             row["target"]: _parse(row["told_at"])
-            for row in self._query(f"out#{kind}:")
-            if row.get("told_at")
+            for row in self._outbox().values()
+            if row["key"].startswith(f"{kind}:") and row.get("told_at")
         }
 
     def told(self) -> set[str]:
-        return {row["key"] for row in self._query("out#")}
+        return {row["key"] for row in self._outbox().values()}
 
     def enqueue(self, message: Message, at: datetime) -> None:
         """One item per key: a pending one is replaced, a sent one becomes pending again
         (keeping when it was last told, which the policy reads)."""
-        row = self._get(f"out#{message.key}") or {}
+        row = self._outbox().get(f"out#{message.key}") or {}
         new = {
             "key": message.key,
             "target": message.target,
@@ -280,14 +292,14 @@ class DynamoHistory:
         self._put(self._key(f"out#{message.key}", new))
 
     def discard_pending(self, key: str) -> None:
-        row = self._get(f"out#{key}")
+        row = self._outbox().get(f"out#{key}")
         if row is not None and row.get("pending"):
             self._put(self._key(f"out#{key}", {**_fields(row), "pending": False}))
 
     def pending(self) -> list[tuple[int, Message]]:
         """Oldest first. Ids are handles valid for this object (``mark_sent`` after)."""
         rows = sorted(
-            (r for r in self._query("out#") if r.get("pending")),
+            (r for r in self._outbox().values() if r.get("pending")),
             key=lambda r: (r["created_at"], r["key"]),
         )
         self._ids = dict(enumerate(rows, start=1))
@@ -334,6 +346,13 @@ class DynamoHistory:
     def _key(self, sk: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         return {"pk": self.scope, "sk": sk, **fields}
 
+    def _outbox(self) -> dict[str, dict[str, Any]]:
+        """Every outbox row by sort key: one query per pass, then kept up to date by our
+        own writes (the lease makes them the only ones)."""
+        if self._out is None:
+            self._out = {row["sk"]: row for row in self._query("out#")}
+        return self._out
+
     def _instances(self) -> dict[str, dict[str, Any]]:
         if self._seen is None:
             self._seen = {row["id"]: row for row in self._query("inst#")}
@@ -372,11 +391,16 @@ class DynamoHistory:
             self._call(
                 "put_item" if not writes[0].delete else "delete_item", **_single(self, writes[0])
             )
-            return
-        for start in range(0, len(writes), _TRANSACT_LIMIT):
-            chunk = writes[start : start + _TRANSACT_LIMIT]
-            self.writes += len(chunk)
-            self._call("transact_write_items", TransactItems=[_transact(self, w) for w in chunk])
+        else:
+            for start in range(0, len(writes), _TRANSACT_LIMIT):
+                chunk = writes[start : start + _TRANSACT_LIMIT]
+                self.writes += len(chunk)
+                items = [_transact(self, w) for w in chunk]
+                self._call("transact_write_items", TransactItems=items)
+        if self._out is not None:
+            for w in writes:
+                if w.item["sk"].startswith("out#"):
+                    self._out[w.item["sk"]] = w.item
 
     def _get(self, sk: str) -> dict[str, Any] | None:
         answer = self._call(
