@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
 from tests.cloud import world
+from tests.helpers import MANAGED, beat, config, launch
+from watchdog.aws.ec2 import Boto3Ec2
 from watchdog.cloud.history import LEASE_SECONDS, TTL_ATTRIBUTE, DynamoHistory
 from watchdog.core.fleet import Instance
 from watchdog.core.policy import Action, Decision
+from watchdog.scheduler import run_pass
 from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message
 
@@ -159,3 +163,29 @@ def test_a_missing_table_is_an_unwritable_history_that_says_so(aws: str) -> None
         history.transaction(),
     ):
         history.set_condition("", None, T0)
+
+
+def steady_pass_requests(count: int) -> int:
+    """DynamoDB requests of the second pass over ``count`` busy managed instances."""
+    region = "us-east-1"
+    ids = launch(region, count=count, tags=MANAGED)
+    now = datetime.now(timezone.utc) + timedelta(minutes=5)
+    for iid in ids:
+        beat(region, iid, now, active=True, reasons=("gpu:0",))
+    client = world.hub().client("dynamodb")
+    sent: list[str] = []
+    client.meta.events.register("before-send.dynamodb", lambda **_: sent.append("x"))
+    cfg = config(aws={"regions": (region,)})
+    run_pass(Boto3Ec2(), DynamoHistory(client, world.TABLE, world.HUB, region), cfg, now)
+    sent.clear()
+    run_pass(Boto3Ec2(), DynamoHistory(client, world.TABLE, world.HUB, region), cfg, now)
+    return len(sent)
+
+
+def test_a_steady_pass_costs_the_same_dynamodb_requests_for_2_or_40_instances(aws: str) -> None:
+    """Nothing changed, nothing to tell: no request per instance (there were two GetItems)."""
+    world.make_hub()
+    few = steady_pass_requests(2)
+    requests.post(f"{aws}/moto-api/reset", timeout=10).raise_for_status()
+    world.make_hub()
+    assert steady_pass_requests(40) == few <= 8
