@@ -12,6 +12,7 @@ import pytest
 
 from tests.cloud import world
 from tests.helpers import Clock
+from watchdog.cloud import fleet_status
 from watchdog.cloud.handler import Job, keep, run_job, tick, work
 from watchdog.cloud.history import LEASE_SECONDS, DynamoHistory
 from watchdog.cloud.links import Link, SignedLinks
@@ -171,3 +172,23 @@ def test_links_that_are_incomplete_or_for_an_unmanaged_instance_are_refused(cloc
     answer = keep(world.url_event(url, "POST"), CONTEXT, runtime=rt)
     assert answer["statusCode"] == 403 and "not an instance idle-watchdog manages" in answer["body"]
     assert world.describe(world.hub(), EAST, unmanaged)[0] == "running"
+
+
+def test_status_shows_each_scope_its_instances_and_who_was_warned(clock: Clock) -> None:
+    world.make_hub(one_scope_config())
+    client = world.hub().client("dynamodb")
+    assert "No pass recorded yet" in fleet_status.render(client, world.TABLE, now=clock.now)
+    iid = idle_hub_instance(clock)
+    world.tag(world.hub(), EAST, iid, {"Owner": "ana", "Name": "gpu-box"})
+    work(
+        world.sqs_event([record(world.HUB, EAST)]),
+        CONTEXT,
+        runtime=world.runtime(world.Told(), clock),
+    )
+    text = fleet_status.render(client, world.TABLE, now=clock.now + timedelta(minutes=5))
+    lines = text.splitlines()
+    assert lines[0] == f"{world.HUB} {EAST}: last pass 5m ago"
+    (row,) = [line for line in lines if iid in line]
+    assert "gpu-box" in row and "running" in row and "ana" in row
+    assert f"warned {clock.now:%Y-%m-%dT%H:%M:%S}Z" in row
+    assert " 5m " in row  # running time counts from when a worker first saw it, 5 minutes ago

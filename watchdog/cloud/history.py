@@ -437,11 +437,12 @@ def query(
 ) -> list[dict[str, Any]]:
     """Every item of partition ``pk`` whose sort key starts with ``prefix`` (all pages)."""
     run = call or (lambda operation, **kw: getattr(client, operation)(**kw))
+    values = {":pk": pk, ":p": prefix} if prefix else {":pk": pk}
     kw: dict[str, Any] = {
         "TableName": table,
         "ConsistentRead": True,
-        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-        "ExpressionAttributeValues": _dump({":pk": pk, ":p": prefix}),
+        "KeyConditionExpression": "pk = :pk" + (" AND begins_with(sk, :p)" if prefix else ""),
+        "ExpressionAttributeValues": _dump(values),
     }
     out: list[dict[str, Any]] = []
     while True:
