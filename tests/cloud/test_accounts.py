@@ -51,3 +51,8 @@ def test_a_role_that_cannot_be_assumed_names_the_role(monkeypatch: pytest.Monkey
         acc.AccountError, match="arn:aws:iam::222222222222:role/idle-watchdog-member"
     ):
         acc.session_for(world.MEMBER, cloud, quick, hub=world.HUB)
+
+
+def test_an_account_outside_any_organization_says_what_to_do_instead() -> None:
+    with pytest.raises(acc.AccountError, match="list \\[cloud\\] accounts by id"):
+        acc.accounts(CloudConfig(accounts=("organization",)), world.hub(), world.HUB)

@@ -41,11 +41,17 @@ def accounts(cloud: CloudConfig, session: boto3.Session, hub: str) -> list[str]:
 def organization_accounts(client: Any) -> list[str]:
     """Every ACTIVE account of the organization (suspended and leaving ones are skipped)."""
     found: list[str] = []
-    for page in client.get_paginator("list_accounts").paginate():
-        for account in page.get("Accounts", []):
-            state = account.get("State") or account.get("Status")
-            if state == "ACTIVE":
-                found.append(account["Id"])
+    try:
+        for page in client.get_paginator("list_accounts").paginate():
+            for account in page.get("Accounts", []):
+                state = account.get("State") or account.get("Status")
+                if state == "ACTIVE":
+                    found.append(account["Id"])
+    except Exception as exc:  # botocore's errors: say what to do
+        raise AccountError(
+            f"cannot list the organization's accounts ({exc}); the hub must be the "
+            "management account or a delegated administrator, or list [cloud] accounts by id"
+        ) from exc
     return sorted(found)
 
 
