@@ -53,6 +53,12 @@ def test_a_role_that_cannot_be_assumed_names_the_role(monkeypatch: pytest.Monkey
         acc.session_for(world.MEMBER, cloud, quick, hub=world.HUB)
 
 
-def test_an_account_outside_any_organization_says_what_to_do_instead() -> None:
+def test_organizations_that_cannot_be_listed_says_what_to_do_instead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto lists accounts even outside an organization; an unreachable endpoint stands in
+    for AccessDenied (a hub that is not the management account)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    session = boto3.Session(region_name="us-east-1")
     with pytest.raises(acc.AccountError, match="list \\[cloud\\] accounts by id"):
-        acc.accounts(CloudConfig(accounts=("organization",)), world.hub(), world.HUB)
+        acc.accounts(CloudConfig(accounts=("organization",)), session, world.HUB)
