@@ -110,11 +110,8 @@ class Meter:
         events.register("provide-client-params.dynamodb", self._writes)
         events.register("after-call.dynamodb", self._reads)
 
-    def _sent(self, request: Any, **_: Any) -> None:
-        service = request.url.split("//")[1].split(".")[0] if "amazonaws" in request.url else ""
-        target = dict(request.headers).get("X-Amz-Target", b"")
-        name = target.decode() if isinstance(target, bytes) else str(target)
-        self.calls[name.split(".")[0].split("_")[0] or service or "ec2"] += 1
+    def _sent(self, event_name: str, **_: Any) -> None:
+        self.calls[event_name.split(".")[1]] += 1  # before-send.<service>.<operation>
 
     def _writes(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
         op = model.name
@@ -292,8 +289,8 @@ def measure_worker(
             "seconds": elapsed,
             "calls": sum(meter.calls.values()),
             "ec2": meter.calls["ec2"],
-            "dynamodb": meter.calls["DynamoDB"],
-            "other": sum(v for k, v in meter.calls.items() if k not in ("ec2", "DynamoDB")),
+            "dynamodb": meter.calls["dynamodb"],
+            "other": sum(v for k, v in meter.calls.items() if k not in ("ec2", "dynamodb")),
             "wru": meter.wru,
             "rru": meter.rru,
             "log_bytes": sink.bytes,
@@ -332,7 +329,7 @@ def measure_tick(endpoint: str, scopes: int, meter: Meter) -> dict[str, float]:
     answer = tick({"tick": "2026-11-30T17:00:00Z"}, None, runtime=rt)
     elapsed = time.perf_counter() - started
     assert answer["messages"] == scopes
-    return {"seconds": elapsed, "calls": sum(meter.calls.values()), "sqs": meter.calls["AmazonSQS"]}
+    return {"seconds": elapsed, "calls": sum(meter.calls.values()), "sqs": meter.calls["sqs"]}
 
 
 def fit(sizes: list[int], values: list[float]) -> tuple[float, float]:
