@@ -192,3 +192,12 @@ def test_status_shows_each_scope_its_instances_and_who_was_warned(clock: Clock) 
     assert "gpu-box" in row and "running" in row and "ana" in row
     assert f"warned {clock.now:%Y-%m-%dT%H:%M:%S}Z" in row
     assert " 5m " in row  # running time counts from when a worker first saw it, 5 minutes ago
+
+
+def test_a_missing_link_secret_still_warns_without_links(clock: Clock) -> None:
+    world.make_hub(one_scope_config())
+    world.hub().client("ssm").delete_parameter(Name=world.SECRET_PARAMETER)
+    iid = idle_hub_instance(clock)
+    told = world.Told()
+    work(world.sqs_event([record(world.HUB, EAST)]), CONTEXT, runtime=world.runtime(told, clock))
+    assert told.keys() == [f"warn:{iid}"] and told.links(f"warn:{iid}") == {}

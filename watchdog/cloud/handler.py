@@ -49,6 +49,7 @@ from watchdog.core.fleet import TAG_KEEP_UNTIL, Instance, SpotRequest
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import iso, parse_duration, utcnow
 from watchdog.scheduler.coexist import tag_warned
+from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message
 from watchdog.scheduler.outbox import Send, deliver
 from watchdog.scheduler.passes import PassReport, mark_stopped, run_pass
@@ -193,9 +194,15 @@ class Runtime:
         return self._secret
 
     def links(self, cfg: Config, account: str) -> SignedLinks | None:
+        """None without a keep URL, or when the secret cannot be read: a warning without
+        links still warns (and the stop still waits for it)."""
         if not self.keep_url:
             return None
-        return SignedLinks(self.keep_url, self.secret(cfg), account)
+        try:
+            return SignedLinks(self.keep_url, self.secret(cfg), account)
+        except Exception:
+            log.exception("link secret unreadable: messages go out without links")
+            return None
 
     def history(self, account: str, region: str) -> DynamoHistory:
         return DynamoHistory(self.session.client("dynamodb"), self.table, account, region)
@@ -310,7 +317,10 @@ def run_job(rt: Runtime, cfg: Config, job: Job, holder: str) -> str:
         history.mark_tick(job.tick, rt.clock())
         return f"done: {len(report.done)} actions, {len(delivery.sent)} messages"
     finally:
-        history.release_lease(holder)
+        try:
+            history.release_lease(holder)
+        except HistoryUnwritable:  # it lapses by itself; the pass's own error matters more
+            log.exception("lease not released", scope=history.scope)
 
 
 def owners(report: PassReport) -> dict[str, str]:
