@@ -186,6 +186,7 @@ def test_status_shows_each_scope_its_instances_and_who_was_warned(clock: Clock) 
         runtime=world.runtime(world.Told(), clock),
     )
     text = fleet_status.render(client, world.TABLE, now=clock.now + timedelta(minutes=5))
+    assert text.endswith("\n")
     lines = text.splitlines()
     assert lines[0] == f"{world.HUB} {EAST}: last pass 5m ago"
     (row,) = [line for line in lines if iid in line]

@@ -65,7 +65,7 @@ def render(client: Any, table: str, *, now: datetime) -> str:
     """
     scopes = read(client, table, now=now)
     if not scopes:
-        return f"No pass recorded yet in table {table}: the first tick has not run."
+        return f"No pass recorded yet in table {table}: the first tick has not run.\n"
     lines: list[str] = []
     for s in scopes:
         ago = human(now - datetime.fromisoformat(s.last_pass)) + " ago" if s.last_pass else "never"
@@ -81,7 +81,7 @@ def render(client: Any, table: str, *, now: datetime) -> str:
             )
         if s.pending:
             lines.append(f"  {len(s.pending)} message(s) not yet delivered: {', '.join(s.pending)}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"  # whole lines: the CLI prints it as is
 
 
 def human_seconds(seconds: float) -> str:
