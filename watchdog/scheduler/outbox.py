@@ -22,6 +22,8 @@ log = structlog.get_logger("watchdog.scheduler.outbox")
 
 #: Shows one message; True once it was delivered (shown, or written where no desktop exists).
 Send = Callable[[Message], bool]
+#: Told after a message's delivery was committed, with its delivery time (tags the instance).
+OnSent = Callable[[Message, datetime], None]
 
 
 @dataclass
@@ -30,8 +32,18 @@ class Delivery:
     failed: list[Message] = field(default_factory=list)
 
 
-def deliver(store: History, send: Send, clock: Callable[[], datetime]) -> Delivery:
-    """Send every pending message; each result is committed before the next send."""
+def deliver(
+    store: History,
+    send: Send,
+    clock: Callable[[], datetime],
+    *,
+    on_sent: OnSent | None = None,
+) -> Delivery:
+    """Send every pending message; each result is committed before the next send.
+
+    ``on_sent`` runs after a delivery is committed (``scheduler.coexist.tag_warned``
+    writes the warning on the instance); its failure is logged and changes nothing.
+    """
     out = Delivery()
     for outbox_id, message in store.pending():
         try:
@@ -41,12 +53,18 @@ def deliver(store: History, send: Send, clock: Callable[[], datetime]) -> Delive
             raise
         except Exception as exc:  # a notifier that breaks its promise never stops the rest
             ok, error = False, f"{type(exc).__name__}: {exc}"
+        at = clock()
         with store.transaction():
             if ok:
-                store.mark_sent(outbox_id, clock())
+                store.mark_sent(outbox_id, at)
             else:
-                store.mark_failed(outbox_id, clock(), error)
+                store.mark_failed(outbox_id, at, error)
         (out.sent if ok else out.failed).append(message)
+        if ok and on_sent is not None:
+            try:
+                on_sent(message, at)
+            except Exception:  # the message was delivered; a failed follow-up loses nothing
+                log.exception("after-delivery step failed", key=message.key)
         if not ok:
             log.warning("notification pending, retried next pass", key=message.key, error=error)
     return out

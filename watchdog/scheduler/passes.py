@@ -8,13 +8,14 @@ its ``Notifier`` (``outbox.deliver``) or shows it itself (``tell``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
 
 from watchdog.aws.ec2 import AwsError, Ec2Api, iter_scans
+from watchdog.core import coexist
 from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan
 from watchdog.core.ledger import HourlyRates
 from watchdog.core.policy import Action, Decision, Planned, decide_with_history, plan
@@ -99,6 +100,7 @@ def run_pass(
             with store.transaction():
                 store.observe(now, scan.instances)
             hourly = _hourly(prices, scan.instances, now)
+            warned = _with_tags(warned, scan.instances, now, cfg)  # another scheduler's warnings
             planned = plan(
                 scan.instances,
                 scan.spot_requests,
@@ -200,6 +202,13 @@ def _tell_routine(
         told.add(message.key)
 
 
+def _with_tags(
+    warned: Mapping[str, datetime], instances: Iterable[Instance], now: datetime, cfg: Config
+) -> dict[str, datetime]:
+    minutes = {"warn_minutes": cfg.idle.warn_minutes, "idle_minutes": cfg.idle.minutes}
+    return coexist.merged(warned, instances, now, **minutes)
+
+
 def _cause(error: str) -> str:
     """What a failure is, without what changes between tries (request ids, times)."""
     return error.split(":", 1)[0].strip() or error
@@ -275,6 +284,7 @@ def _confirm_stops(
             for p in stops
         }
     requests = {r.id: r for r in scan.spot_requests}
+    warned = _with_tags(warned, fresh.values(), now, cfg)
     confirmed: dict[str, Planned] = {}
     for item in stops:
         target = item.decision.target
@@ -395,6 +405,10 @@ def _tell_action(
     for message in found:
         if message.key.startswith(("long-running:", "backstop:")):
             continue  # told with the region's routine messages
+        stop_at = planned.decision.stop_at
+        if message.key.startswith("warn:") and stop_at:  # for the warned tag and links
+            store.enqueue(replace(message, extra={**message.extra, "stop_at": iso(stop_at)}), now)
+            continue
         store.enqueue(message, now)
 
 
