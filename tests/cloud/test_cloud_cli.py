@@ -14,7 +14,7 @@ import yaml
 from tests.cloud.test_template import moto_supported
 from watchdog import cli as main_cli
 from watchdog import config as configmod
-from watchdog.cloud import cli, template
+from watchdog.cloud import cli, history, template
 
 TEAM_TOML = """\
 [aws]
@@ -151,14 +151,13 @@ def test_status_without_a_stack_is_one_sentence(
 def test_status_shows_the_fleet_from_the_table(
     aws: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Reads the table with watchdog.cloud.fleet_status (skipped until it is on the branch)."""
-    pytest.importorskip("watchdog.cloud.fleet_status")
+    """Reads the table with watchdog.cloud.fleet_status."""
     ddb = boto3.client("dynamodb", region_name="us-east-1")
     ddb.create_table(
         TableName="history",
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
-            {"AttributeName": k, "AttributeType": "S"} for k in template.TABLE_KEYS
+            {"AttributeName": k, "AttributeType": "S"} for k in history.TABLE_KEYS
         ],
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},

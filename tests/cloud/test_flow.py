@@ -219,8 +219,7 @@ def test_a_stop_now_link_stops_its_instance_at_once(clock: Clock) -> None:
 def test_the_sns_message_reaches_an_sqs_subscription_with_the_owner_attribute(
     clock: Clock,
 ) -> None:
-    """The real notifiers (``watchdog.cloud.notify``, its own branch until merged)."""
-    pytest.importorskip("watchdog.cloud.notify")
+    """The real notifiers (``watchdog.cloud.notify``)."""
     topic = world.hub().client("sns").create_topic(Name="idle-watchdog")["TopicArn"]
     sqs = world.hub().client("sqs")
     inbox = sqs.create_queue(QueueName="ana-inbox")["QueueUrl"]

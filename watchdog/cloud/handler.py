@@ -45,6 +45,7 @@ from watchdog.aws.ec2 import AwsError, Boto3Ec2
 from watchdog.cloud import accounts as acc
 from watchdog.cloud.history import DynamoHistory
 from watchdog.cloud.links import Link, LinkRefused, SignedLinks, verify
+from watchdog.cloud.notify import owner_of
 from watchdog.core.fleet import TAG_KEEP_UNTIL, Instance, SpotRequest
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import iso, parse_duration, utcnow
@@ -329,7 +330,7 @@ def owners(report: PassReport) -> dict[str, str]:
     for scan in report.scans:
         subjects: list[Instance | SpotRequest] = [*scan.instances, *scan.spot_requests]
         for subject in subjects:
-            owner = subject.tags.get("idle-watchdog:owner") or subject.tags.get("Owner", "")
+            owner = owner_of(subject.tags)
             if owner:
                 out[subject.id] = owner
     return out

@@ -29,6 +29,16 @@ import math
 from importlib import resources
 from typing import Any
 
+from watchdog.cloud.handler import (
+    CONFIG_ENV,
+    KEEP_URL_ENV,
+    QUEUE_ENV,
+    SECRET_ENV,
+    TABLE_ENV,
+    TICK_INPUT,
+    TOPIC_ENV,
+)
+from watchdog.cloud.history import TABLE_KEYS, TTL_ATTRIBUTE, WORKER_TIMEOUT_SECONDS
 from watchdog.core.settings import Config
 
 Json = dict[str, Any]
@@ -39,20 +49,8 @@ HANDLERS = {
     "Work": "watchdog.cloud.handler.work",
     "Keep": "watchdog.cloud.handler.keep",
 }
-# The handler's environment (``watchdog.cloud.handler``'s *_ENV names).
-TABLE_ENV = "IDLE_WATCHDOG_TABLE"
-QUEUE_ENV = "IDLE_WATCHDOG_QUEUE_URL"
-CONFIG_ENV = "IDLE_WATCHDOG_CONFIG_PARAMETER"
-KEEP_URL_ENV = "IDLE_WATCHDOG_KEEP_URL"
-SECRET_ENV = "IDLE_WATCHDOG_LINK_SECRET_PARAMETER"  # noqa: S105 - a name
-TOPIC_ENV = "IDLE_WATCHDOG_TOPIC_ARN"  # the stack's topic, for a config without topic_arn
-# The history table (``watchdog.cloud.history``): string keys pk/sk, TTL in epoch seconds.
-TABLE_KEYS = {"pk": "S", "sk": "S"}
-TTL_ATTRIBUTE = "expires_at"
-#: What the schedule hands ``tick`` (EventBridge Scheduler fills in the context attributes).
-TICK_INPUT = '{"tick": "<aws.scheduler.scheduled-time>", "id": "<aws.scheduler.execution-id>"}'
-#: A worker runs one (account, region) pass per record, ten records at most.
-WORKER_TIMEOUT_SECONDS = 300
+# The handlers' environment, table and schedule input, from their own modules,
+# so the template cannot drift from what the code reads.
 #: AWS advises a queue visibility of six times the function's timeout for an SQS mapping.
 VISIBILITY_SECONDS = 6 * WORKER_TIMEOUT_SECONDS
 MAX_RECEIVES = 3  # then the message goes to the dead-letter queue (and its alarm fires)
