@@ -105,8 +105,14 @@ def _record_region(
     moved = [
         i for i in instances if {v.volume.id for v in attached.get(i.id, ())} != set(i.volume_ids)
     ]
-    volumes: dict[str, tuple[VolumeSpan, ...]] = {i.id: () for i in moved if not i.volume_ids}
-    listed = _ask("volumes", inventory.volumes, region, [i.id for i in moved if i.volume_ids])
+    # Only detached: what stays is known. Anything new needs DescribeVolumes.
+    volumes = {
+        i.id: tuple(v for v in attached.get(i.id, ()) if v.volume.id in i.volume_ids)
+        for i in moved
+        if set(i.volume_ids) <= {v.volume.id for v in attached.get(i.id, ())}
+    }
+    asking = [i.id for i in moved if i.id not in volumes]
+    listed = _ask("volumes", inventory.volumes, region, asking)
     counted.volume_calls += listed is not None
     volumes.update(listed or {})
     last = store.last_addresses(region)
