@@ -17,6 +17,7 @@ and never blocks another, nor the pass.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -246,12 +247,18 @@ def records(store: Store, cfg: Config, since: datetime, until: datetime) -> list
 def _observations(rows: list[Any], addresses: list[Any]) -> list[Observation]:
     """Scans as ``Observation``s; a public IP counts as billed unless it was found to be
     an Elastic IP (those bill by allocation, running or not)."""
+    found: dict[str, tuple[list[str], list[int]]] = {}
+    for a_at, a_ip, a_count, _ in addresses:  # oldest first
+        times, counts = found.setdefault(a_ip, ([], []))
+        times.append(a_at)
+        counts.append(a_count)
     out = []
     for at, state, launch, transition, public_ip, hibernating in rows:
         count = int(bool(public_ip))
-        for a_at, a_ip, a_count, _ in addresses:
-            if a_at <= at and a_ip == public_ip:
-                count = a_count  # the latest finding for this address at or before the scan
+        times, counts = found.get(public_ip, ([], []))
+        latest = bisect_right(times, at) - 1  # the latest finding at or before the scan
+        if latest >= 0:
+            count = counts[latest]
         out.append(
             Observation(
                 at=_p(at),
