@@ -128,7 +128,7 @@ def write_history(path: str, records: list[InstanceRecord]) -> int:
     with sqlite3.connect(path) as db:
         for table, values in rows.items():
             marks = ", ".join("?" * len(values[0]))
-            sql = f"INSERT INTO {table} {named.get(table, '')} VALUES ({marks})"  # noqa: S608
+            sql = f"INSERT OR IGNORE INTO {table} {named.get(table, '')} VALUES ({marks})"  # noqa: S608
             db.executemany(sql, values)
     return sum(len(v) for v in rows.values())
 

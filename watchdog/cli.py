@@ -264,6 +264,7 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
     from watchdog.core.ledger_report import report_json
     from watchdog.desktop import ledger, report
     from watchdog.desktop.store import Store
+    from watchdog.scheduler.history import HistoryUnwritable
 
     now = utcnow()
     try:
@@ -278,7 +279,11 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    store = Store(configmod.database_path(cfg))
+    try:
+        store = Store(configmod.database_path(cfg))
+    except HistoryUnwritable as exc:
+        print(f"idle-watchdog: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     book = ledger.build_ledger(store, cfg, since, until, now)
     if args.html:
         from watchdog.desktop.report_html import render
