@@ -249,6 +249,9 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     store = Store(configmod.database_path(cfg))
     planned, errors = status.survey(_api(cfg), store, cfg, now)
     book = PriceBook(cfg, ledger.aws_prices(cfg), store)
+    for item in planned:  # current prices for what runs (the Price List weekly at most)
+        if isinstance(item.subject, Instance) and item.subject.state == "running":
+            book.refresh(item.subject, now)
     so_far = ledger.per_instance(store, cfg, now)
     data = status.rows(planned, now, cfg, args.family, rates=book, so_far=so_far)
     if args.json:

@@ -177,3 +177,19 @@ def test_the_table_says_unknown_and_partial_and_json_is_version_1(tmp_path: Path
     assert doc["version"] == 1 and doc["totals"]["partial"] is True
     assert doc["instances"][0]["compute_usd"] is None
     assert doc["instances"][0]["price_source"] == "unknown"
+
+
+def test_run_once_records_the_ledger_s_facts_after_its_pass(aws: str, tmp_path: Path) -> None:
+    (instance,) = launch()
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        f'[scheduler]\ndatabase = "{tmp_path / "h.sqlite3"}"\n[notify]\nbackend = "log"\n'
+    )
+    assert main(["run", "--once", "--config", str(conf)]) == 0
+    store = Store(tmp_path / "h.sqlite3")
+    assert [i for i, _ in store.open_volumes("us-east-1").items()] == [instance]
+    assert store.last_addresses("us-east-1")[instance][1].public_ipv4 == 1
+    code, out, _ = _report(tmp_path, "--json", "--since", "1h")
+    (row,) = json.loads(out)["instances"]
+    assert code == 0 and row["id"] == instance and row["ebs_usd"] is not None
+    assert row["price_source"] == "bundled"  # moto has no Price List API: the table

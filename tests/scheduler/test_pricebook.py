@@ -37,11 +37,14 @@ def test_the_price_list_answer_is_kept_for_seven_days_in_the_history(
 ) -> None:
     price_list.answers += [(200, recorded()), (200, recorded())]
     book = _book(price_list, tmp_path)
+    assert book.hourly(G5, NOW).price.source == "bundled"  # the pass never asks AWS
+    book.refresh(G5, NOW)
     assert book.hourly(G5, NOW).price.source == "price-list"
     again = PriceBook(config(), book.source, Store(tmp_path / "h"))  # a restarted daemon
+    again.refresh(G5, NOW + timedelta(days=6))
     assert again.hourly(G5, NOW + timedelta(days=6)).compute_usd == 1.006
     assert len(price_list.requests) == 1  # answered from the history
-    again.hourly(G5, NOW + timedelta(days=7))
+    again.refresh(G5, NOW + timedelta(days=7))
     assert len(price_list.requests) == 2  # a week old: asked again
 
 
@@ -49,6 +52,7 @@ def test_a_config_price_wins_and_the_price_list_is_not_asked(
     price_list: PriceListServer, tmp_path: Path
 ) -> None:
     book = _book(price_list, tmp_path, prices={"g5.xlarge": 0.9})
+    book.refresh(G5, NOW)
     rates = book.hourly(G5, NOW)
     assert (rates.compute_usd, rates.price.source) == (0.9, "config")
     assert price_list.requests == []
@@ -60,10 +64,11 @@ def test_a_denied_price_list_falls_back_is_told_once_and_waits_an_hour(
     price_list.answers += [(400, DENIED), (400, DENIED)]
     book = _book(price_list, tmp_path)
     with capture_logs() as logs:
+        book.refresh(G5, NOW)
         first = book.hourly(G5, NOW)
-        book.hourly(G5, NOW + timedelta(minutes=5))
+        book.refresh(G5, NOW + timedelta(minutes=5))
         assert len(price_list.requests) == 1  # not asked again within the hour
-        book.hourly(G5, NOW + timedelta(hours=1))
+        book.refresh(G5, NOW + timedelta(hours=1))
     assert (first.compute_usd, first.price.source) == (1.006, "bundled")
     assert len(price_list.requests) == 2
     told = [e for e in logs if "Price List" in e["event"]]
@@ -102,11 +107,13 @@ def test_spot_prices_are_asked_every_few_minutes_and_recorded(tmp_path: Path) ->
         platform="Linux/UNIX",
         zone="us-east-1a",
     )
+    assert book.hourly(spot, NOW).price.source == "unknown"  # nothing recorded yet
+    book.refresh(spot, NOW)
     rates = book.hourly(spot, NOW)
     assert (rates.compute_usd, rates.price.source) == (0.35, "spot-history")
-    book.hourly(spot, NOW + timedelta(minutes=2))
+    book.refresh(spot, NOW + timedelta(minutes=2))
     assert spots.asked == [(NOW - timedelta(hours=2), NOW)]  # cached for a few minutes
-    book.hourly(spot, NOW + timedelta(minutes=5))
+    book.refresh(spot, NOW + timedelta(minutes=5))
     assert spots.asked[1] == (NOW, NOW + timedelta(minutes=5))  # from the last known point
     points = store.spot_points("us-east-1", "us-east-1a", "g5.xlarge", "Linux/UNIX")
     assert [p.usd_per_hour for p in points] == [0.4, 0.35, 0.35]

@@ -125,10 +125,8 @@ def _record_region(
     counted.address_calls += held is not None
     addresses.update(held or {})
     for inst in instances:  # AWS calls first, outside any transaction
-        if inst.state == "running" and inst.lifecycle == "spot":
-            book.spot(inst, now)
-        if inst.state == "running" and inst.lifecycle != "spot":
-            book.on_demand(inst, now)
+        if inst.state == "running":
+            book.refresh(inst, now)
     with store.transaction():
         for instance_id, spans in volumes.items():
             store.update_volumes(region, instance_id, spans, now)

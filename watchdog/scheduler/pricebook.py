@@ -10,8 +10,9 @@ effect over each interval. EBS from the volumes the history recorded; IPv4
 from the scan's public IP and the recorded Elastic IPs.
 
 A Price List failure (AccessDenied, no network) falls back to the table, is
-logged once per cause, and is not asked again for an hour: it never blocks
-or slows a pass.
+logged once per cause, and is not asked again for an hour. Only ``refresh``
+asks AWS, and the desktop calls it after the pass has acted: ``hourly``, which
+the pass calls, reads the history only, so it never blocks or slows a pass.
 """
 
 from __future__ import annotations
@@ -99,15 +100,26 @@ class PriceBook:
         self._told: set[str] = set()
         self._spot_asked: dict[tuple[str, str, str, str], datetime] = {}
 
-    def on_demand(self, instance: Instance, now: datetime) -> Price:
-        """The on-demand price by precedence; asks the Price List only when it must."""
+    def refresh(self, instance: Instance, now: datetime) -> None:
+        """Ask AWS what ``hourly`` will need, where the history's answer is stale: the
+        Price List (weekly) or the zone's spot history (every few minutes). The desktop
+        calls it after a pass has acted, so no warning or stop waits on it."""
+        if instance.lifecycle == "spot":
+            self.spot(instance, now, ask=True)
+        else:
+            self.on_demand(instance, now, ask=True)
+
+    def on_demand(self, instance: Instance, now: datetime, *, ask: bool = False) -> Price:
+        """The on-demand price by precedence; with ``ask``, the Price List is asked when
+        the history's answer is a week old (or missing) and it has not just failed."""
         key = (instance.region, instance.type, instance.platform)
         listed: Price | None = None
         if not self._overridden(instance):
             cached = self.memory.cached_price(*key)
-            if cached is not None and now - cached[1] < PRICE_LIST_TTL:
-                listed = cached[0]
-            elif self._failed_until is None or now >= self._failed_until:
+            fresh = cached is not None and now - cached[1] < PRICE_LIST_TTL
+            if cached is not None and (fresh or not ask):
+                listed = cached[0]  # even stale: AWS's own figure beats the table
+            elif ask and (self._failed_until is None or now >= self._failed_until):
                 try:
                     listed = self.source.on_demand(
                         instance.type, instance.region, instance.platform, now
@@ -117,8 +129,6 @@ class PriceBook:
                 except AwsError as exc:
                     self._failed(exc, now)
                     listed = cached[0] if cached is not None else None
-            elif cached is not None:
-                listed = cached[0]  # stale, but AWS's own figure beats the table
         return on_demand_price(instance.type, instance.region, self.overrides, listed)
 
     def _overridden(self, instance: Instance) -> bool:
@@ -136,12 +146,15 @@ class PriceBook:
                 retry_after=str(PRICE_LIST_RETRY),
             )
 
-    def spot(self, instance: Instance, now: datetime) -> tuple[SpotPoint, ...]:
-        """The instance's zone's spot prices, as recorded; refreshed every few minutes."""
+    def spot(
+        self, instance: Instance, now: datetime, *, ask: bool = False
+    ) -> tuple[SpotPoint, ...]:
+        """The instance's zone's spot prices, as recorded; with ``ask``, new points are
+        asked of AWS (at most every few minutes) and recorded first."""
         key = (instance.region, instance.zone, instance.type, instance.platform)
         known = self.memory.spot_points(*key)
         asked = self._spot_asked.get(key)
-        if instance.zone and (asked is None or now - asked >= SPOT_TTL):
+        if ask and instance.zone and (asked is None or now - asked >= SPOT_TTL):
             start = known[-1].at if known else (instance.launch_time or now - SPOT_LOOKBACK)
             try:
                 fresh = self.source.spot_history(
@@ -185,5 +198,8 @@ class PriceBook:
         )
 
     def hourly(self, instance: Instance, now: datetime) -> HourlyRates:
-        """The instance's cost per hour at ``now`` if running; unknown parts are None."""
+        """The instance's cost per hour at ``now`` if running; unknown parts are None.
+
+        Never calls AWS: it reads what ``refresh`` recorded (after the previous pass),
+        so the pass's warnings and stops never wait on a price."""
         return hourly_rates(self.record(instance, now), now)
