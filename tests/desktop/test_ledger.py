@@ -120,6 +120,7 @@ def test_a_version_2_history_keeps_its_rows_and_the_ledger_reads_them(tmp_path: 
     (record,) = ledger.records(store, CFG, T0, T0 + timedelta(days=1))
     assert record.changes == (
         StateChange(T0, "running"),
+        StateChange(T0 + timedelta(hours=2), "stopping"),  # the watchdog's stop action
         StateChange(T0 + timedelta(hours=2), "stopped"),
     )
     assert record.watchdog_stops == (T0 + timedelta(hours=2),)
@@ -193,3 +194,19 @@ def test_run_once_records_the_ledger_s_facts_after_its_pass(aws: str, tmp_path: 
     (row,) = json.loads(out)["instances"]
     assert code == 0 and row["id"] == instance and row["ebs_usd"] is not None
     assert row["price_source"] == "bundled"  # moto has no Price List API: the table
+
+
+def test_a_watchdog_stop_ends_the_run_when_ec2_accepted_it(tmp_path: Path) -> None:
+    """The laptop slept after the stop: the scan that saw it stopped came 30 minutes
+    later and EC2 gave no stop time. The run ends at the stop, not at that scan."""
+    store = Store(tmp_path / "h.sqlite3")
+    running = Instance("us-east-1", "i-1", "g5.xlarge", "running", T0, platform="Linux/UNIX")
+    store.observe(T0 + timedelta(minutes=1), [running])
+    stop = T0 + timedelta(hours=1)
+    store.record_action(stop, "us-east-1", "i-1", "stop", ok=True, detail="idle", dry_run=False)
+    stopped = Instance("us-east-1", "i-1", "g5.xlarge", "stopped", None, platform="Linux/UNIX")
+    store.observe(stop + timedelta(minutes=30), [stopped])
+    end = T0 + timedelta(hours=3)
+    (inst,) = ledger.build_ledger(store, CFG, T0, end, end).instances
+    assert inst.total.running_seconds == 3600
+    assert inst.total.saved_usd == pytest.approx(2 * 1.006)  # stop until the report's end

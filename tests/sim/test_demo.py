@@ -52,3 +52,11 @@ def test_the_warning_shows_local_wall_clock_times(passes: list[str]) -> None:
     assert re.search(
         r"\n    Costs \$0\.53/h; stops at (\d+ \w{3} )?\d\d:\d\d unless you keep it\.", first
     )
+
+
+def test_the_demo_ends_with_the_report_s_summary(passes: list[str]) -> None:
+    last = passes[-1]
+    summary = last.split("(idle-watchdog report):\n", 1)[1]
+    assert re.match(r"\d instances, \S+ to \S+: cost \$\d+\.\d\d \(compute \$", summary)
+    assert "1 stop by idle-watchdog saved an estimated $0.0" in summary
+    assert "\nHTML report: " in summary

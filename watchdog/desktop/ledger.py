@@ -224,7 +224,13 @@ def records(store: Store, cfg: Config, since: datetime, until: datetime) -> list
                 id=ident,
                 type=itype or "",
                 platform=platform or "",
-                changes=state_changes(_observations(grouped["obs"][key], addr)),
+                changes=state_changes(
+                    # A stop the watchdog made ends the run when EC2 accepted it, even
+                    # when no later scan gives the stop's own time (first: on a tie,
+                    # the scan that saw it stopped comes after).
+                    [Observation(_p(at), "stopping") for (at,) in grouped["stop"][key]]
+                    + _observations(grouped["obs"][key], addr)
+                ),
                 on_demand=Price.unknown()
                 if spot
                 else _on_demand(store, cfg, region, itype, platform),
