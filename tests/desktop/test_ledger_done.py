@@ -7,7 +7,7 @@
   synthetic, so the price book's source is a test double *for spot history only*
   (``SpotDouble.spot_history``); the points it gives are recorded into the history
   by the price book, as real ones are. Volumes and addresses come from moto.
-- ``far``: a g5.xlarge in eu-west-3, a region the bundled table lacks; its price
+- ``far``: a g5.xlarge in ca-west-1, a region the bundled table lacks; its price
   comes from the Price List API (a recorded answer served on loopback), and its
   EBS is unknown (no EBS rates for that region): the totals say partial.
 
@@ -50,10 +50,10 @@ W = utcnow().replace(microsecond=0) - timedelta(hours=3)  # the stop; the report
 LAUNCH = W - timedelta(hours=10)
 IDLE_SINCE = W - timedelta(hours=2)
 SPOT_POINTS = (SpotPoint(W - timedelta(hours=12), 0.40), SpotPoint(W - timedelta(hours=5), 0.30))
-FAR_PRICE = 1.234  # the served eu-west-3 answer (a test figure, not AWS's)
+FAR_PRICE = 1.234  # the served ca-west-1 answer (a test figure, not AWS's)
 AMI = "ami-12c6146b"
 CFG = config(
-    aws={"regions": ("us-east-1", "eu-west-3")},
+    aws={"regions": ("us-east-1", "ca-west-1")},
     idle={"minutes": 30, "warn_minutes": 10},
 )
 
@@ -133,7 +133,7 @@ def world(aws: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         od = _launch("us-east-1", gp3_gb=500, tags={**MANAGED, "Name": "notebook"})
         spot = _launch("us-east-1", spot=True, tags={"Name": "spot-run"})
-        far = _launch("eu-west-3", tags={"Name": "paris"})
+        far = _launch("ca-west-1", tags={"Name": "calgary"})
         path = tmp_path / "history.sqlite3"
         store = Store(path)
         prices = SpotDouble(boto3.Session(), pricing_endpoint=server.url)
@@ -196,7 +196,7 @@ def by_hand(lo: datetime, hi: datetime) -> dict[str, dict[str, float | None]]:
         "far": {
             "compute_usd": far_run * FAR_PRICE,
             "ipv4_usd": far_run * 0.005,
-            "ebs_usd": None,  # eu-west-3 has no EBS rates in the table: unknown, not a guess
+            "ebs_usd": None,  # ca-west-1 has no EBS rates in the table: unknown, not a guess
         },
     }
 
@@ -204,11 +204,11 @@ def by_hand(lo: datetime, hi: datetime) -> dict[str, dict[str, float | None]]:
 def test_report_json_matches_the_hand_computation_with_sources_and_the_note(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    assert billing.hourly_price("g5.xlarge", "eu-west-3") is None  # missing from the table
+    assert billing.hourly_price("g5.xlarge", "ca-west-1") is None  # missing from the table
     since, until = W - timedelta(hours=12), W + timedelta(hours=3)
     conf = tmp_path / "config.toml"
     conf.write_text(
-        f'[aws]\nregions = ["us-east-1", "eu-west-3"]\n[scheduler]\ndatabase = "{world["path"]}"\n'
+        f'[aws]\nregions = ["us-east-1", "ca-west-1"]\n[scheduler]\ndatabase = "{world["path"]}"\n'
     )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -57,6 +57,6 @@ def test_the_warning_shows_local_wall_clock_times(passes: list[str]) -> None:
 def test_the_demo_ends_with_the_report_s_summary(passes: list[str]) -> None:
     last = passes[-1]
     summary = last.split("(idle-watchdog report):\n", 1)[1]
-    assert re.match(r"\d instances, \S+ to \S+: cost \$\d+\.\d\d \(compute \$", summary)
+    assert re.match(r"5 instances, \S+ to \S+: cost \$\d+\.\d\d \(compute \$", summary)
     assert "1 stop by idle-watchdog saved an estimated $0.0" in summary
     assert "\nHTML report: " in summary

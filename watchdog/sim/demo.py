@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import urllib.request
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,9 @@ def main(
         f"{cfg.idle.warn_minutes} min before; cancel orphaned spot requests.\n"
     )
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        # moto's backend is per process: start from an empty fake AWS whatever ran before
+        reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310  # our loopback server
         session = boto3.Session()
         # Virtual time ends at the wall clock's now: moto stamps stops with the wall
         # clock, and the ledger takes the earlier of a stamp and the pass that saw it.
