@@ -57,7 +57,11 @@ def test_clock_before_launch_bills_the_minimum() -> None:
     [
         ("g5.xlarge", "us-east-1", None, 1.006),
         ("g4dn.xlarge", "us-west-2", {}, 0.526),
-        ("p5.48xlarge", "us-east-2", None, 98.32),
+        ("p5.48xlarge", "us-east-2", None, 55.04),  # after AWS's 2025 cut, not 2024's 98.32
+        ("g5.xlarge", "eu-west-1", None, 1.123),  # each region its own price
+        ("p4d.24xlarge", "us-east-1", None, 21.957642),
+        ("trn1.32xlarge", "us-west-2", None, 21.5),
+        ("inf2.xlarge", "eu-west-1", None, 0.94775),
         ("g5.xlarge", "us-east-1", {"g5.xlarge": 0.9}, 0.9),
         ("g5.xlarge", "eu-west-1", {"g5.xlarge": 1.2}, 1.2),  # a type override holds everywhere
         ("g5.xlarge", "eu-west-1", {"eu-west-1/g5.xlarge": 1.3}, 1.3),
@@ -66,8 +70,9 @@ def test_clock_before_launch_bills_the_minimum() -> None:
         ("x9.huge", "us-east-1", {"x9.huge": 4.0}, 4.0),
         ("g5.xlarge", "us-east-1", {"g5.xlarge": 0.0}, 0.0),
         ("x9.huge", "us-east-1", None, None),  # unknown type
-        ("g5.xlarge", "eu-west-1", None, None),  # region the table does not cover
-        ("g5.xlarge", "eu-west-1", {"us-east-1/g5.xlarge": 0.8}, None),
+        ("g5.xlarge", "ap-southeast-4", None, None),  # a region that does not sell it
+        ("g5.xlarge", "ap-southeast-4", {"us-east-1/g5.xlarge": 0.8}, None),
+        ("p4de.24xlarge", "us-east-2", None, None),  # never a neighbour's price
         ("g5.xlarge", "", None, None),
     ],
 )

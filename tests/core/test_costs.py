@@ -75,11 +75,11 @@ def test_config_beats_the_price_list_which_beats_the_table() -> None:
         0.9, "config"
     )
     assert on_demand_price("g5.xlarge", "us-east-1", {}, listed) == listed
-    assert on_demand_price("g5.xlarge", "us-east-1") == Price(1.006, "bundled")
-    assert on_demand_price("g5.xlarge", "eu-west-1") == Price(None, "unknown")
-    assert on_demand_price("g5.xlarge", "eu-west-1", {"eu-west-1/g5.xlarge": 1.2}) == Price(
-        1.2, "config"
-    )
+    assert on_demand_price("g5.xlarge", "us-east-1") == Price(1.006, "bundled", "2026-01-21")
+    assert on_demand_price("g5.xlarge", "ap-southeast-4") == Price(None, "unknown")
+    assert on_demand_price(
+        "g5.xlarge", "ap-southeast-4", {"ap-southeast-4/g5.xlarge": 1.2}
+    ) == Price(1.2, "config")
     # a Price List answer without a price does not hide the table
     assert on_demand_price("g5.xlarge", "us-east-1", None, Price.unknown()).source == "bundled"
 

@@ -183,7 +183,11 @@ def test_a_warning_recorded_but_never_shown_before_sigkill_is_shown_first_after_
     with run_fake_notifications(session_bus) as server, watchdog(command(config, "run")) as again:
         (shown,) = until(server.calls, "the warning shown after the restart")
         assert shown["summary"].startswith("nb stops in")
-        ((_, sent, _),) = query(database, outbox)
+        # The server has it before the daemon marks it sent: wait for the mark.
+        ((_, sent, _),) = until(
+            lambda: [r for r in query(database, outbox) if r[1] is not None],
+            "the warning marked delivered",
+        )
         delivered = datetime.fromisoformat(sent)
         # The agent confirms idleness after the warning (heartbeats count whole seconds).
         now = max(utcnow(), delivered.replace(microsecond=0) + timedelta(seconds=1))

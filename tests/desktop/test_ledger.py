@@ -210,3 +210,17 @@ def test_a_watchdog_stop_ends_the_run_when_ec2_accepted_it(tmp_path: Path) -> No
     (inst,) = ledger.build_ledger(store, CFG, T0, end, end).instances
     assert inst.total.running_seconds == 3600
     assert inst.total.saved_usd == pytest.approx(2 * 1.006)  # stop until the report's end
+
+
+def test_run_once_tells_a_budget_passed_from_the_ledger(aws: str, tmp_path: Path) -> None:
+    launch()
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        f'[scheduler]\ndatabase = "{tmp_path / "h.sqlite3"}"\n[notify]\nbackend = "log"\n'
+        "[billing]\nmonthly_budget_usd = 0.01\n"  # a g5.xlarge's first minute is $0.017
+    )
+    assert main(["run", "--once", "--config", str(conf)]) == 0
+    told = Store(tmp_path / "h.sqlite3").told()
+    assert [k for k in told if k.startswith("budget:")] == [
+        f"budget:{datetime.now(timezone.utc):%Y-%m}:100"
+    ]

@@ -3,8 +3,10 @@
 Only ``running`` is billed (and ``stopping`` while hibernating). Linux, Windows,
 RHEL and Ubuntu Pro bill per second with a 60 s minimum per start; any other or
 unknown platform bills per started hour. Prices come from a bundled on-demand
-table (``prices.json``) overridable in ``[billing] prices``; a type neither
-knows costs ``None`` ("unknown"), never a guess.
+table (``prices.json``: per type, per region, with the date AWS's prices were
+read; ``scripts/bundled_prices.py`` regenerates it) overridable in ``[billing]
+prices``; a type or region neither knows costs ``None`` ("unknown"), never a
+neighbour's price.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ def billable_seconds(
 
 
 @cache
-def _bundled() -> tuple[frozenset[str], Mapping[str, float]]:
+def _bundled() -> tuple[str, Mapping[str, Mapping[str, float]]]:
     data = json.loads(resources.files("watchdog.core").joinpath("prices.json").read_text("utf-8"))
-    return frozenset(data["regions"]), data["prices"]
+    return str(data["read"]), data["prices"]
+
+
+def bundled_as_of() -> str:
+    """The date (ISO) the bundled table's prices were read from AWS."""
+    return _bundled()[0]
 
 
 def hourly_price(
@@ -56,8 +63,7 @@ def hourly_price(
     for key in (f"{region}/{instance_type}", instance_type):
         if key in overrides:
             return overrides[key]
-    regions, prices = _bundled()
-    return prices.get(instance_type) if region in regions else None
+    return _bundled()[1].get(instance_type, {}).get(region)
 
 
 def cost(seconds: int, price: float | None) -> float | None:

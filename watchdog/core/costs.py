@@ -161,4 +161,6 @@ def on_demand_price(
     if price_list is not None and price_list.usd_per_hour is not None:
         return price_list
     bundled = billing.hourly_price(instance_type, region)
-    return Price(bundled, "bundled") if bundled is not None else Price.unknown()
+    if bundled is None:
+        return Price.unknown()
+    return Price(bundled, "bundled", billing.bundled_as_of())

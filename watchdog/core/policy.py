@@ -11,11 +11,18 @@ the history holds for the target; they count only if given during the
 current situation (``Decision.episode``), so a machine that went back to work
 and then idle again is warned again before it is stopped, and a notice never
 stands in for a warning.
+
+Money is one more threshold: with ``max_idle_usd`` (or the ``idle-usd`` tag)
+an idle spell ends in a stop once it has cost that much, if that comes before
+``minutes``. What a spell costs is what a stop avoids (compute and
+auto-assigned public IPv4), at the hourly rate the caller passes in; an
+unknown rate leaves only the minutes, never a guess.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +33,12 @@ from watchdog.core.fleet import (
     TAG_EXEMPT,
     TAG_HEARTBEAT,
     TAG_IDLE_MINUTES,
+    TAG_IDLE_USD,
     TAG_KEEP_UNTIL,
     Instance,
     SpotRequest,
 )
+from watchdog.core.ledger import HourlyRates
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import human, iso, parse_iso
 
@@ -40,6 +49,8 @@ CLOCK_SKEW = timedelta(minutes=2)
 #: The longest per-instance threshold the idle-minutes tag may ask for (a year).
 MAX_TAG_MINUTES = 366 * 24 * 60
 _MINUTES = re.compile(r"[0-9]{1,7}")
+#: An idle-usd tag: dollars and at most cents, no sign or currency symbol ("5", "2.50").
+_USD = re.compile(r"[0-9]{1,7}(\.[0-9]{1,2})?")
 
 
 def _exempt(tags: Mapping[str, str]) -> bool:
@@ -65,6 +76,8 @@ class Decision:
     stop_at: datetime | None = None  # when the target stops (or is cancelled) if nothing changes
     episode: datetime | None = None  # a warning given at or after this covers the situation
     hibernate: bool = False
+    idle_usd: float | None = None  # what the idle spell has cost at ``now``; None: unknown
+    max_idle_usd: float = 0.0  # the money threshold that applied (config or tag); 0 = none
 
 
 def decide_instance(
@@ -75,7 +88,11 @@ def decide_instance(
     request: SpotRequest | None = None,
     warned_at: datetime | None = None,
     noticed_at: datetime | None = None,
+    usd_per_hour: float | None = None,
 ) -> Decision:
+    """One running instance's decision. ``usd_per_hour`` is what an hour of it costs that
+    a stop would avoid (compute and auto-assigned IPv4); None when unknown."""
+
     def make(action: Action, reason: str, **kw: object) -> Decision:
         return Decision(inst.region, inst.id, action, reason, **kw)  # type: ignore[arg-type]
 
@@ -116,6 +133,17 @@ def decide_instance(
             )
         minutes = int(text)
 
+    max_usd = cfg.idle.max_idle_usd
+    if TAG_IDLE_USD in inst.tags:
+        text = inst.tags[TAG_IDLE_USD].strip()
+        if not _USD.fullmatch(text):
+            return notice_once(
+                f"idle-usd tag {text[:20]!r} is not an amount in USD such as 5 or 2.50; "
+                "not stopping until it is fixed or removed",
+                started,
+            )
+        max_usd = float(text)
+
     silent_after = timedelta(minutes=cfg.scheduler.agent_silent_minutes)
     raw = inst.tags.get(TAG_HEARTBEAT)
     beat: hb.Heartbeat | None = None
@@ -153,9 +181,20 @@ def decide_instance(
     idle_since = max(beat.last_active_at, started)
     idle_for = now - idle_since
     due = idle_since + timedelta(minutes=minutes)
-    lead = timedelta(minutes=min(cfg.idle.warn_minutes, minutes))
+    rate = usd_per_hour if usd_per_hour is not None and math.isfinite(usd_per_hour) else None
+    threshold, so_far = f"{minutes}m", ""
+    spent: float | None = None  # what the spell has cost so far
+    if rate is not None:
+        spent = rate * max(0.0, idle_for.total_seconds()) / 3600
+        if max_usd:
+            threshold += f" or ${max_usd:.2f}"
+            so_far = f", ${spent:.2f} so far"
+            due = idle_since + timedelta(seconds=money_spell(max_usd, rate, minutes * 60))
+    elif max_usd:
+        threshold += f"; ${max_usd:.2f} not applied: its price is unknown"
+    idle = f"idle for {human(idle_for)}{so_far} (threshold {threshold})"
+    lead = min(timedelta(minutes=cfg.idle.warn_minutes), due - idle_since)
     episode = max(idle_since, keep_until) if keep_until else idle_since
-    idle = f"idle for {human(idle_for)} (threshold {minutes}m)"
 
     if inst.lifecycle == "spot" and (request is None or request.type != "persistent"):
         if now < due:
@@ -181,6 +220,8 @@ def decide_instance(
         "stop_at": stop_at,
         "episode": episode,
         "hibernate": hibernate,  # how it will stop, for the warning's "Stop now" too
+        "idle_usd": spent,
+        "max_idle_usd": max_usd,
     }
     if now >= stop_at:
         if warned and warned_at is not None and beat.sampled_at < warned_at:
@@ -195,6 +236,19 @@ def decide_instance(
     if now >= due - lead and not warned:
         return make(Action.WARN, f"{idle}; stopping at {iso(stop_at)}", **common)
     return make(Action.NONE, f"{idle}; stopping at {iso(stop_at)}", **common)
+
+
+def money_spell(max_usd: float, usd_per_hour: float, cap_seconds: int) -> int:
+    """Whole seconds until an idle spell at ``usd_per_hour`` has cost ``max_usd``: the
+    first second at which it has (at $36/h, $5 is reached at exactly 500 s), and at most
+    ``cap_seconds`` (the minutes threshold). Rounded to the microsecond first, so float
+    noise (0.07 x 3600 / 1.0 = 252.00000000000003) does not add a second."""
+    if max_usd <= 0 or usd_per_hour <= 0:
+        return cap_seconds
+    seconds = round(max_usd * 3600 / usd_per_hour, 6)
+    if not math.isfinite(seconds):
+        return cap_seconds
+    return min(cap_seconds, math.ceil(seconds))
 
 
 def decide_request(
@@ -243,8 +297,11 @@ def decide_with_history(
     requests: Mapping[str, SpotRequest],
     warned: Mapping[str, datetime],
     noticed: Mapping[str, datetime],
+    rates: Mapping[str, HourlyRates] | None = None,
 ) -> Decision:
-    """``decide_instance`` with its spot request and what the history says was told."""
+    """``decide_instance`` with its spot request, what the history says was told and
+    what it costs an hour (``rates`` by instance id; a missing one is unknown)."""
+    hourly = (rates or {}).get(inst.id)
     return decide_instance(
         inst,
         now,
@@ -252,15 +309,18 @@ def decide_with_history(
         request=requests.get(inst.spot_request_id),
         warned_at=warned.get(inst.id),
         noticed_at=noticed.get(inst.id),
+        usd_per_hour=None if hourly is None else hourly.stop_saves_usd,
     )
 
 
 @dataclass(frozen=True)
 class Planned:
-    """One target of a pass and what to do with it."""
+    """One target of a pass and what to do with it (and, for an instance, the hourly
+    rates it was decided with, which its messages quote)."""
 
     subject: Instance | SpotRequest
     decision: Decision
+    rates: HourlyRates | None = None
 
 
 def plan(
@@ -271,13 +331,18 @@ def plan(
     *,
     warned: Mapping[str, datetime],
     noticed: Mapping[str, datetime],
+    rates: Mapping[str, HourlyRates] | None = None,
 ) -> list[Planned]:
     """Every decision of one pass over one region's scan, instances first."""
     by_id = {r.id: r for r in requests}
+    known = rates or {}
     out = [
         Planned(
             inst,
-            decide_with_history(inst, now, cfg, requests=by_id, warned=warned, noticed=noticed),
+            decide_with_history(
+                inst, now, cfg, requests=by_id, warned=warned, noticed=noticed, rates=known
+            ),
+            known.get(inst.id),
         )
         for inst in instances
     ]

@@ -10,8 +10,9 @@ notifier. A history that cannot be written is told once, and its recovery
 once; a history deleted under us is reopened. SIGHUP reloads the config: a
 valid file takes effect at the next pass, an invalid one is told and ignored.
 
-After each pass the ledger's facts are recorded (``watchdog.desktop.ledger``)
-through the price book (``self.book``), which prices each instance's hour.
+The pass prices each instance's hour through the price book (``self.book``);
+after it, the ledger's facts are recorded (``watchdog.desktop.ledger``), and
+with ``[billing] monthly_budget_usd`` the month-to-date cost is checked against it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from watchdog.desktop import ledger, notify
 from watchdog.desktop.lock import pass_lock
 from watchdog.desktop.store import Store
 from watchdog.scheduler import PassReport, mark_stopped, run_pass
+from watchdog.scheduler.budget import tell_budget
 from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message, Notifier
 from watchdog.scheduler.outbox import deliver
@@ -113,8 +115,13 @@ class Daemon:
             else:
                 self.store.reopen_if_replaced()
             now = utcnow()
-            report = run_pass(self.api, self.store, self.cfg, now, dry_run=self.dry_run)
+            report = run_pass(
+                self.api, self.store, self.cfg, now, dry_run=self.dry_run, rates=self.book
+            )
             ledger.record(self.store, self.prices, self.book, report.scans, now)
+            if self.cfg.billing.monthly_budget_usd:
+                spent = ledger.month_to_date(self.store, self.cfg, now)
+                tell_budget(self.store, self.cfg, now, spent.total_usd, spent.partial)
             self.store.prune(now)
             deliver(self.store, self._send_and_wait, utcnow)
         return report

@@ -1,10 +1,11 @@
 """What a pass is worth telling the person, as ``Message`` data (pure).
 
 - a warning before auto-stop: which machine, what it costs, how long it has
-  been idle and why that counts as idle, when it stops; buttons to keep it
-  and to stop it now;
-- a stop, with what it saves per hour; a cancelled orphaned spot request and
-  what it would have launched; an action that failed;
+  been idle, what that idle spell has cost and why it counts as idle, when it
+  stops; buttons to keep it and to stop it now;
+- a stop, with what it saves per hour (compute and public IPv4) and what its
+  disks still cost; a cancelled orphaned spot request and what it would have
+  launched; an action that failed;
 - a notice (agent silent, a bad tag, an idle one-time spot instance);
 - an instance running longer than ``[notify] long_running_hours``, with its
   cost so far, once per start;
@@ -13,6 +14,9 @@
 Warnings, notices, stops and cancels are already one per event: the policy
 and the history see to that. The last two kinds are new here, so each
 carries a ``key`` the history remembers (``told``) to say them only once.
+
+Every amount comes from the rates the decision was made with
+(``Planned.rates``); a part not known is said to be unknown, never guessed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import datetime, timedelta
 
 from watchdog.core import billing
 from watchdog.core.fleet import TAG_STOPPED, Instance, SpotRequest
+from watchdog.core.ledger import HourlyRates
 from watchdog.core.policy import Planned
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import human, iso
@@ -54,7 +59,7 @@ def messages(
         elif kind == "warn":
             out.append(_warning(item, now, cfg))
         elif kind == "stop":
-            out.append(_stopped(item, cfg))
+            out.append(_stopped(item))
         elif kind == "cancel":
             out.append(_cancelled(item))
         elif kind == "notice":
@@ -63,7 +68,7 @@ def messages(
         subject = item.subject
         if not isinstance(subject, Instance):
             continue
-        long = _long_running(subject, now, cfg)
+        long = _long_running(subject, item.rates, now, cfg)
         if long is not None and long.key not in told:
             out.append(long)
         asleep = _stopped_while_away(subject, told)
@@ -77,11 +82,9 @@ def _label(subject: Instance | SpotRequest) -> str:
     return f"{name} ({subject.id})" if name else subject.id
 
 
-def _price(inst: Instance | SpotRequest, cfg: Config) -> str | None:
-    """``$1.01/h``, or None for a type and region the price table lacks."""
-    itype = inst.type if isinstance(inst, Instance) else inst.instance_type
-    price = billing.hourly_price(itype, inst.region, cfg.billing.prices)
-    return None if price is None else f"${price:.2f}/h"
+def _amount(usd: float) -> str:
+    """``$1.01``; a third decimal where it matters (``$1.006``, ``$0.005``)."""
+    return f"${usd:.2f}" if round(usd, 2) == round(usd, 3) else f"${usd:.3f}"
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -96,19 +99,27 @@ def clock(at: datetime, now: datetime) -> str:
 
 
 def _warning(item: Planned, now: datetime, cfg: Config) -> Message:
-    inst, d = item.subject, item.decision
+    inst, d, rates = item.subject, item.decision, item.rates
     assert isinstance(inst, Instance)
     at = d.stop_at or now
+    idle = human(now - d.idle_since) if d.idle_since else "since its start"
+    spent = ""
+    if d.idle_usd is not None:
+        limit = f" of ${d.max_idle_usd:.2f}" if d.max_idle_usd else ""
+        spent = f", ${d.idle_usd:.2f}{limit} so far"
     since = clock(d.idle_since, now) if d.idle_since else "its start"
-    price = _price(inst, cfg)
     stops = f"stops at {clock(at, now)} unless you keep it."
-    body = f"Idle since {since}: {IDLE_WHY}.\n" + (
-        f"Costs {price}; {stops}" if price else "S" + stops[1:]
-    )
+    saves = None if rates is None else rates.stop_saves_usd
+    if saves is not None:
+        costs = f"Costs ${saves:.2f}/h; {stops}"
+    elif d.max_idle_usd:
+        costs = f"Its price is unknown, so ${d.max_idle_usd:.2f} does not apply; {stops}"
+    else:
+        costs = f"Its price is unknown; {stops}"
     return Message(
         f"warn:{inst.id}",
         f"{inst.name or inst.id} stops in {human(at - now)}",
-        body,
+        f"Idle since {since} ({idle}{spent}): {IDLE_WHY}.\n{costs}",
         keep_buttons(cfg),
         urgent=True,
         target=inst.id,
@@ -117,16 +128,38 @@ def _warning(item: Planned, now: datetime, cfg: Config) -> Message:
     )
 
 
-def _stopped(item: Planned, cfg: Config) -> Message:
+def _saves(rates: HourlyRates | None) -> str:
+    """What a stop avoids per hour, and of what."""
+    if rates is None or rates.stop_saves_usd is None or rates.compute_usd is None:
+        return "What it saves per hour is unknown: its price is unknown."
+    public = rates.stop_saves_usd - rates.compute_usd
+    parts = f"compute {_amount(rates.compute_usd)}" + (
+        f", public IPv4 {_amount(public)}" if public > 0 else ""
+    )
+    return f"Saves ${rates.stop_saves_usd:.2f}/h ({parts})."
+
+
+def _kept(rates: HourlyRates | None) -> str:
+    """What keeps billing while it is stopped: its disks, and Elastic IPs if any."""
+    if rates is None or rates.ebs_usd is None:
+        return "Its disks are kept (what they cost while stopped is unknown)"
+    elastic = 0.0
+    if rates.stop_saves_usd is not None and rates.compute_usd is not None:
+        elastic = round(rates.ipv4_usd - (rates.stop_saves_usd - rates.compute_usd), 6)
+    kept = "Its disks and Elastic IP are kept" if elastic > 0 else "Its disks are kept"
+    still = rates.ebs_usd + max(0.0, elastic)
+    return f"{kept}, still costing {_amount(still)}/h" if still > 0 else kept
+
+
+def _stopped(item: Planned) -> Message:
     inst, d = item.subject, item.decision
     assert isinstance(inst, Instance)
     verb = "Hibernated" if d.hibernate else "Stopped"
     return Message(
         f"stopped:{inst.id}",
         f"{verb} {inst.name or inst.id}",
-        f"{d.reason[:1].upper()}{d.reason[1:]}."
-        + (f" Saves {price}." if (price := _price(inst, cfg)) else "")
-        + "\nIts disks are kept: start it again when you need it.",
+        f"{d.reason[:1].upper()}{d.reason[1:]}. {_saves(item.rates)}\n"
+        f"{_kept(item.rates)}: start it again when you need it.",
         target=inst.id,
         region=inst.region,
     )
@@ -190,7 +223,9 @@ def region_recovered(region: str) -> Message:
     )
 
 
-def _long_running(inst: Instance, now: datetime, cfg: Config) -> Message | None:
+def _long_running(
+    inst: Instance, rates: HourlyRates | None, now: datetime, cfg: Config
+) -> Message | None:
     hours = cfg.notify.long_running_hours
     if hours <= 0 or inst.state != "running" or inst.launch_time is None:
         return None
@@ -198,7 +233,7 @@ def _long_running(inst: Instance, now: datetime, cfg: Config) -> Message | None:
     if up < timedelta(hours=hours):
         return None
     seconds = billing.billable_seconds(inst.state, inst.launch_time, now, inst.platform)
-    cost = billing.cost(seconds, billing.hourly_price(inst.type, inst.region, cfg.billing.prices))
+    cost = billing.cost(seconds, None if rates is None else rates.compute_usd)
     spent = "cost unknown" if cost is None else f"${cost:.2f} so far"
     watched = "" if inst.managed else " It is not managed by idle-watchdog."
     return Message(

@@ -8,7 +8,7 @@ its ``Notifier`` (``outbox.deliver``) or shows it itself (``tell``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -16,6 +16,7 @@ import structlog
 
 from watchdog.aws.ec2 import AwsError, Ec2Api, iter_scans
 from watchdog.core.fleet import TAG_STOPPED, Instance, RegionScan
+from watchdog.core.ledger import HourlyRates
 from watchdog.core.policy import Action, Decision, Planned, decide_with_history, plan
 from watchdog.core.settings import Config
 from watchdog.core.timeutil import iso, utcnow
@@ -23,6 +24,7 @@ from watchdog.scheduler import events
 from watchdog.scheduler.history import History, HistoryUnwritable
 from watchdog.scheduler.notifier import Message
 from watchdog.scheduler.outbox import deliver
+from watchdog.scheduler.rates import Rates, TableRates
 
 log = structlog.get_logger("watchdog.scheduler")
 
@@ -55,9 +57,18 @@ class PassReport:
 
 
 def run_pass(
-    api: Ec2Api, store: History, cfg: Config, now: datetime, *, dry_run: bool | None = None
+    api: Ec2Api,
+    store: History,
+    cfg: Config,
+    now: datetime,
+    *,
+    dry_run: bool | None = None,
+    rates: Rates | None = None,
 ) -> PassReport:
     """One full pass over every configured region. Never raises for one bad target.
+
+    ``rates`` prices each running instance for ``max_idle_usd`` and the messages
+    (``TableRates``, the config and the bundled table, when not given).
 
     No SQLite transaction is held across an AWS call: the history is written
     in short transactions before and after, so ``status`` or a second
@@ -74,6 +85,7 @@ def run_pass(
     warned = store.last_told("warn", dry_run=dry)
     noticed = store.last_told("notice", dry_run=dry)
     told = store.told()
+    prices = TableRates(cfg) if rates is None else rates
     # Each region is acted on as soon as its scan is in: a region whose
     # endpoint hangs delays only itself (its calls are bounded by [aws]).
     for scan in iter_scans(api, cfg.aws.regions, cfg.aws.max_workers):
@@ -86,8 +98,15 @@ def run_pass(
         try:
             with store.transaction():
                 store.observe(now, scan.instances)
+            hourly = _hourly(prices, scan.instances, now)
             planned = plan(
-                scan.instances, scan.spot_requests, now, cfg, warned=warned, noticed=noticed
+                scan.instances,
+                scan.spot_requests,
+                now,
+                cfg,
+                warned=warned,
+                noticed=noticed,
+                rates=hourly,
             )
         except HistoryUnwritable:
             raise
@@ -96,7 +115,16 @@ def run_pass(
             continue
         try:
             decided = _act_on_region(
-                api, store, scan, planned, now, cfg=cfg, dry=dry, warned=warned, noticed=noticed
+                api,
+                store,
+                scan,
+                planned,
+                now,
+                cfg=cfg,
+                dry=dry,
+                warned=warned,
+                noticed=noticed,
+                rates=hourly,
             )
         except HistoryUnwritable:
             raise
@@ -126,6 +154,20 @@ def run_pass(
             dry_run=dry,
         )
     return report
+
+
+def _hourly(rates: Rates, instances: Sequence[Instance], now: datetime) -> dict[str, HourlyRates]:
+    """Each running instance's hourly rates. One that cannot be priced (a price source
+    that fails) is left out, which the policy and the messages treat as unknown."""
+    out: dict[str, HourlyRates] = {}
+    for inst in instances:
+        if inst.state != "running":
+            continue
+        try:
+            out[inst.id] = rates.hourly(inst, now)
+        except Exception:  # one instance's price never blocks the others, nor its decision
+            log.exception("price unknown", region=inst.region, target=inst.id)
+    return out
 
 
 def _tell_region(store: History, scan: RegionScan, now: datetime) -> None:
@@ -174,6 +216,7 @@ def _act_on_region(
     dry: bool,
     warned: Mapping[str, datetime],
     noticed: Mapping[str, datetime],
+    rates: Mapping[str, HourlyRates],
 ) -> list[tuple[Planned, Done | None]]:
     """Carry out one region's decisions, its stops in as few AWS calls as AWS allows.
 
@@ -182,7 +225,9 @@ def _act_on_region(
     each instance still gets its own result, record and message.
     """
     stops = [p for p in planned if p.decision.action is Action.STOP] if not dry else []
-    confirmed = _confirm_stops(api, scan, stops, now, cfg, warned=warned, noticed=noticed)
+    confirmed = _confirm_stops(
+        api, scan, stops, now, cfg, warned=warned, noticed=noticed, rates=rates
+    )
     results = _stop_all(api, scan.region, list(confirmed.values()), now)
     decided: list[tuple[Planned, Done | None]] = []
     for first in planned:
@@ -207,6 +252,7 @@ def _confirm_stops(
     *,
     warned: Mapping[str, datetime],
     noticed: Mapping[str, datetime],
+    rates: Mapping[str, HourlyRates],
 ) -> dict[str, Planned]:
     """Decide again on a fresh read of every candidate, just before stopping them.
 
@@ -224,7 +270,7 @@ def _confirm_stops(
         why = f"not stopped this pass: could not read it again ({exc.code})"
         return {
             p.decision.target: Planned(
-                p.subject, replace(p.decision, action=Action.NONE, reason=why)
+                p.subject, replace(p.decision, action=Action.NONE, reason=why), p.rates
             )
             for p in stops
         }
@@ -235,14 +281,14 @@ def _confirm_stops(
         inst = fresh.get(target)
         if inst is None:
             gone = replace(item.decision, action=Action.NONE, reason="gone since the scan")
-            confirmed[target] = Planned(item.subject, gone)
+            confirmed[target] = Planned(item.subject, gone, item.rates)
             continue
         again = decide_with_history(
-            inst, now, cfg, requests=requests, warned=warned, noticed=noticed
+            inst, now, cfg, requests=requests, warned=warned, noticed=noticed, rates=rates
         )
         if again.action is not Action.STOP:
             log.info("stop called off", target=target, reason=again.reason)
-        confirmed[target] = Planned(inst, again)
+        confirmed[target] = Planned(inst, again, rates.get(target))
     return confirmed
 
 
