@@ -266,6 +266,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
     from watchdog.core.ledger_report import report_json
     from watchdog.desktop import ledger, report
+    from watchdog.desktop.reconcile import reconcile_json, reconcile_text
     from watchdog.desktop.store import Store
     from watchdog.scheduler.history import HistoryUnwritable
 
@@ -274,13 +275,6 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
         since, until = report.window(args.since, args.until, now)
     except report.WindowError as exc:
         print(f"idle-watchdog: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.reconcile:
-        print(
-            "idle-watchdog: --reconcile is not available in this build yet; "
-            "run the report without it",
-            file=sys.stderr,
-        )
         return EXIT_USAGE
     try:
         store = Store(configmod.database_path(cfg))
@@ -298,9 +292,14 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
             print(f"idle-watchdog: --html {args.html}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
     if args.json:
-        print(json.dumps(report_json(book), indent=2))
+        doc = report_json(book)
+        if args.reconcile:  # one Cost Explorer call ($0.01), only with the flag
+            doc.update(reconcile_json(book, cfg, now=now))
+        print(json.dumps(doc, indent=2))
     else:
         print(report.table(book))
+        if args.reconcile:
+            print("\n" + reconcile_text(book, cfg, now=now), end="")
         if args.html:
             print(f"\nHTML report: {args.html}")
     return EXIT_OK

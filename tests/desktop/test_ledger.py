@@ -224,3 +224,16 @@ def test_run_once_tells_a_budget_passed_from_the_ledger(aws: str, tmp_path: Path
     assert [k for k in told if k.startswith("budget:")] == [
         f"budget:{datetime.now(timezone.utc):%Y-%m}:100"
     ]
+
+
+def test_report_reconcile_adds_cost_explorer_beside_the_ledger(aws: str, tmp_path: Path) -> None:
+    from tests.desktop.test_reconcile import AWS_ANSWER, seed
+
+    seed(aws, AWS_ANSWER)
+    Store(tmp_path / "h.sqlite3").close()
+    code, out, _ = _report(tmp_path, "--json", "--reconcile", "--since", "2d")
+    doc = json.loads(out)
+    assert code == 0 and doc["version"] == 1
+    assert doc["reconcile"]["requests"] == 1 and doc["reconcile"]["error"] is None
+    code, out, _ = _report(tmp_path, "--since", "2d")
+    assert code == 0 and "Cost Explorer" not in out  # no call without the flag
