@@ -16,11 +16,13 @@ import pytest
 
 from tests.helpers import config, ec2, launch
 from watchdog.aws.ec2 import Boto3Ec2, scan_regions
+from watchdog.aws.fake import set_launch_time
 from watchdog.aws.pricing import Boto3Prices
 from watchdog.cli import main
 from watchdog.core.costs import Price
 from watchdog.core.fleet import Instance
 from watchdog.core.ledger import StateChange
+from watchdog.core.timeutil import utcnow as now
 from watchdog.desktop import ledger
 from watchdog.desktop.store import SCHEMA_VERSION, Store
 from watchdog.scheduler.pricebook import PriceBook
@@ -213,11 +215,14 @@ def test_a_watchdog_stop_ends_the_run_when_ec2_accepted_it(tmp_path: Path) -> No
 
 
 def test_run_once_tells_a_budget_passed_from_the_ledger(aws: str, tmp_path: Path) -> None:
-    launch()
+    (instance,) = launch()
+    # launched a minute ago (this month, whenever the test runs: a month is > 1 min)
+    started = max(datetime.now(timezone.utc) - timedelta(minutes=1), ledger.month_start(now()))
+    set_launch_time("us-east-1", instance, started)
     conf = tmp_path / "config.toml"
     conf.write_text(
         f'[scheduler]\ndatabase = "{tmp_path / "h.sqlite3"}"\n[notify]\nbackend = "log"\n'
-        "[billing]\nmonthly_budget_usd = 0.01\n"  # a g5.xlarge's first minute is $0.017
+        "[billing]\nmonthly_budget_usd = 0.01\n"  # a g5.xlarge's first hour (no platform)
     )
     assert main(["run", "--once", "--config", str(conf)]) == 0
     told = Store(tmp_path / "h.sqlite3").told()
