@@ -221,4 +221,12 @@ def test_policy_grants_exactly_what_the_scheduler_calls() -> None:
         "ec2:CreateTags",
         "ec2:DeleteTags",  # keep --off
         "ec2:CancelSpotInstanceRequests",
+        # the ledger (issue 12): volumes, addresses, spot prices, list prices, reconcile
+        "ec2:DescribeVolumes",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSpotPriceHistory",
+        "pricing:GetProducts",
+        "ce:GetCostAndUsage",
+        "ce:GetCostAndUsageWithResources",
     }

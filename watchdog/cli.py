@@ -62,6 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=cmd_status, aws=True)
 
+    report = sub.add_parser(
+        "report", parents=[common], help="what each instance cost, and what stopping saved"
+    )
+    report.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="start: 30d (the default), 12h, a date (2026-11-01) or a UTC time",
+    )
+    report.add_argument("--until", metavar="WHEN", help="end (default: now); a date counts whole")
+    report.add_argument("--json", action="store_true", help="the report-json/1 document")
+    report.add_argument(
+        "--html", metavar="PATH", type=Path, help="also write a self-contained HTML page"
+    )
+    report.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="beside AWS Cost Explorer's figure (one GetCostAndUsage call: $0.01)",
+    )
+    report.set_defaults(func=cmd_report)
+
     keep = sub.add_parser("keep", parents=[common], help="snooze auto-stop for an instance")
     keep.add_argument(
         "instance_id", nargs="?", help="the instance (default: this one, on an instance)"
@@ -221,12 +241,19 @@ def cmd_uninstall_service(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
-    from watchdog.desktop import status
+    from watchdog.desktop import ledger, status
     from watchdog.desktop.store import Store
+    from watchdog.scheduler.pricebook import PriceBook
 
     now = utcnow()
-    planned, errors = status.survey(_api(cfg), Store(configmod.database_path(cfg)), cfg, now)
-    data = status.rows(planned, now, cfg, args.family)
+    store = Store(configmod.database_path(cfg))
+    planned, errors = status.survey(_api(cfg), store, cfg, now)
+    book = PriceBook(cfg, ledger.aws_prices(cfg), store)
+    for item in planned:  # current prices for what runs (the Price List weekly at most)
+        if isinstance(item.subject, Instance) and item.subject.state == "running":
+            book.refresh(item.subject, now)
+    so_far = ledger.per_instance(store, cfg, now)
+    data = status.rows(planned, now, cfg, args.family, rates=book, so_far=so_far)
     if args.json:
         print(json.dumps({"now": iso(now), "rows": data, "region_errors": errors}, indent=2))
     else:
@@ -234,6 +261,48 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
         for region, error in errors.items():
             print(f"region {region} not scanned: {error}", file=sys.stderr)
     return EXIT_FAILED if errors else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
+    from watchdog.core.ledger_report import report_json
+    from watchdog.desktop import ledger, report
+    from watchdog.desktop.reconcile import reconcile_json, reconcile_text
+    from watchdog.desktop.store import Store
+    from watchdog.scheduler.history import HistoryUnwritable
+
+    now = utcnow()
+    try:
+        since, until = report.window(args.since, args.until, now)
+    except report.WindowError as exc:
+        print(f"idle-watchdog: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = Store(configmod.database_path(cfg))
+    except HistoryUnwritable as exc:
+        print(f"idle-watchdog: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    book = ledger.build_ledger(store, cfg, since, until, now)
+    if args.html:
+        from watchdog.desktop.report_html import render
+
+        page = render(book, ledger.records(store, cfg, since, until), now)
+        try:
+            args.html.write_text(page, "utf-8")
+        except OSError as exc:
+            print(f"idle-watchdog: --html {args.html}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if args.json:
+        doc = report_json(book)
+        if args.reconcile:  # one Cost Explorer call ($0.01), only with the flag
+            doc.update(reconcile_json(book, cfg, now=now))
+        print(json.dumps(doc, indent=2))
+    else:
+        print(report.table(book))
+        if args.reconcile:
+            print("\n" + reconcile_text(book, cfg, now=now), end="")
+        if args.html:
+            print(f"\nHTML report: {args.html}")
+    return EXIT_OK
 
 
 def keep_duration(text: str) -> timedelta:

@@ -178,6 +178,14 @@ def test_no_role_has_a_wildcard_action_or_an_unconditioned_wildcard_resource(rol
     allowed_wide = {
         "ec2:DescribeInstances",
         "ec2:DescribeSpotInstanceRequests",
+        # the desktop ledger's reads (issue 12), in the shared scheduler policy
+        "ec2:DescribeVolumes",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSpotPriceHistory",
+        "pricing:GetProducts",
+        "ce:GetCostAndUsage",
+        "ce:GetCostAndUsageWithResources",
         "organizations:ListAccounts",
         "kms:Decrypt",
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +41,8 @@ def test_the_table_after_a_stop_shows_the_instance_stopping_not_stop_now(
     (stopping_pass,) = [c for c in passes if "STOP   us-east-1" in c]
     row = _row(stopping_pass, "forgotten-notebook")
     assert row[5] in ("stopping", "stopped")
-    assert "stop now" not in " ".join(row) and "$" not in " ".join(row)
+    assert "stop now" not in " ".join(row)
+    assert row[7] == "-"  # no cost of a current run: it is not running (its price/h stays)
     (cancel_pass,) = [c for c in passes if "CANCEL us-west-2" in c]
     assert not re.search(r"sir-\S+\s.*cancel now", cancel_pass)
 
@@ -53,3 +56,15 @@ def test_the_warning_shows_local_wall_clock_times(passes: list[str]) -> None:
     assert re.search(
         r"\n    Costs \$0\.53/h; stops at (\d+ \w{3} )?\d\d:\d\d unless you keep it\.", first
     )
+
+
+def test_the_demo_ends_with_the_report_s_summary(passes: list[str]) -> None:
+    last = passes[-1]
+    summary = last.split("(idle-watchdog report):\n", 1)[1]
+    assert re.match(r"5 instances, \S+ to \S+: cost \$\d+\.\d\d \(compute \$", summary)
+    assert "1 stop by idle-watchdog saved an estimated $0.0" in summary
+    page = Path(summary.split("\nHTML report (open it in a browser): ", 1)[1].strip())
+    try:
+        assert page.read_text("utf-8").lstrip().lower().startswith("<!doctype html")
+    finally:
+        shutil.rmtree(page.parent)  # the demo keeps it for the person; a test does not

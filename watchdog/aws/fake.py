@@ -1,8 +1,8 @@
 """A fake EC2 for the demo and the tests: a real moto server on loopback.
 
 moto answers EC2's API over HTTP like AWS does, but models no spot lifecycle
-and launches everything "now". The two helpers below play AWS's part where
-moto does not, by reaching into its in-process backend (the threaded server
+and launches everything "now". The helpers below play AWS's part where moto
+does not, by reaching into its in-process backend (the threaded server
 shares it); they are the only such reach, so a moto upgrade breaks them here.
 """
 
@@ -87,3 +87,13 @@ def set_platform_details(region: str, instance_id: str, details: str = "Linux/UN
     if instance is None:
         raise KeyError(instance_id)
     instance.platform_details = details  # type: ignore[attr-defined]  # moto serializes it by name
+
+
+def set_attach_time(region: str, volume_id: str, when: datetime) -> None:
+    """Pretend a volume was attached at ``when`` (moto stamps the wall clock)."""
+    from moto.ec2.models import ec2_backends
+
+    volume = ec2_backends[MOTO_ACCOUNT][region].volumes[volume_id]
+    if volume.attachment is None:
+        raise KeyError(volume_id)
+    volume.attachment.attach_time = when

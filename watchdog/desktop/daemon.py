@@ -9,6 +9,10 @@ per history, whatever process), then delivers the outbox through the
 notifier. A history that cannot be written is told once, and its recovery
 once; a history deleted under us is reopened. SIGHUP reloads the config: a
 valid file takes effect at the next pass, an invalid one is told and ignored.
+
+The pass prices each instance's hour through the price book (``self.book``);
+after it, the ledger's facts are recorded (``watchdog.desktop.ledger``), and
+with ``[billing] monthly_budget_usd`` the month-to-date cost is checked against it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -30,15 +34,22 @@ from watchdog.aws.ec2 import AwsError, Ec2Api
 from watchdog.config import Config, ConfigError
 from watchdog.core.fleet import TAG_KEEP_UNTIL
 from watchdog.core.timeutil import iso, parse_duration, utcnow
-from watchdog.desktop import notify
+from watchdog.desktop import ledger, notify
 from watchdog.desktop.lock import pass_lock
 from watchdog.desktop.store import Store
 from watchdog.scheduler import PassReport, mark_stopped, run_pass
+from watchdog.scheduler.budget import tell_budget
 from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message, Notifier
 from watchdog.scheduler.outbox import deliver
+from watchdog.scheduler.pricebook import PriceBook, PriceSource
 
 log = structlog.get_logger("watchdog.desktop.daemon")
+
+
+class Prices(PriceSource, ledger.Inventory, Protocol):
+    """What the daemon asks AWS about money (``watchdog.aws.pricing.Boto3Prices``)."""
+
 
 #: How long a pass waits for one notification to be shown before trying it next pass.
 SEND_TIMEOUT = 30.0
@@ -61,8 +72,12 @@ class Daemon:
         dry_run: bool | None = None,
         notifier: Notifier | None = None,
         config_path: str | Path | None = None,
+        prices: Prices | None = None,
     ):
         self.api, self.store, self.cfg, self.dry_run = api, store, cfg, dry_run
+        self.prices = prices if prices is not None else ledger.aws_prices(cfg)
+        #: What an instance's hour costs (``Rates``), for the pass and for the ledger.
+        self.book = PriceBook(cfg, self.prices, store)
         self.notifier = notifier
         self.config_path = config_path  # what SIGHUP reloads (None: the default location)
         self._pass_started: float | None = None
@@ -100,7 +115,13 @@ class Daemon:
             else:
                 self.store.reopen_if_replaced()
             now = utcnow()
-            report = run_pass(self.api, self.store, self.cfg, now, dry_run=self.dry_run)
+            report = run_pass(
+                self.api, self.store, self.cfg, now, dry_run=self.dry_run, rates=self.book
+            )
+            ledger.record(self.store, self.prices, self.book, report.scans, now)
+            if self.cfg.billing.monthly_budget_usd:
+                spent = ledger.month_to_date(self.store, self.cfg, now)
+                tell_budget(self.store, self.cfg, now, spent.total_usd, spent.partial)
             self.store.prune(now)
             deliver(self.store, self._send_and_wait, utcnow)
         return report
@@ -177,6 +198,7 @@ class Daemon:
                 task.add_done_callback(self._tasks.discard)
             return
         old, self.cfg = self.cfg, new
+        self.book = PriceBook(new, self.prices, self.store)  # new [billing] prices
         if new.scheduler.poll_seconds != old.scheduler.poll_seconds and self._scheduler:
             self._scheduler.reschedule_job(
                 "pass", trigger="interval", seconds=new.scheduler.poll_seconds

@@ -1,11 +1,14 @@
 """``status``: one row per watched instance and spot request, as data and as a table.
 
 ``survey`` is the one edge (a scan of every region now); the rest is pure.
+Each instance shows its price per hour with the price's source (from a
+``Rates``: the desktop's price book, else the table), and from the ledger
+what it has cost today and this month (UTC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +16,10 @@ from watchdog.config import Config
 from watchdog.core import billing
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, Instance, SpotRequest
+from watchdog.core.ledger import Costs
 from watchdog.core.policy import Action, Planned, plan
 from watchdog.core.timeutil import human, iso
+from watchdog.scheduler.rates import Rates, TableRates
 
 if TYPE_CHECKING:
     from watchdog.aws.ec2 import Ec2Api
@@ -48,16 +53,31 @@ def family(instance_type: str) -> str:
     return instance_type.split(".", 1)[0]
 
 
+#: (today, this month) per (region, id), as ``desktop.ledger.per_instance`` gives them.
+SoFar = Mapping[tuple[str, str], tuple[Costs, Costs]]
+
+
 def rows(
-    planned: Sequence[Planned], now: datetime, cfg: Config, families: Sequence[str] = ()
+    planned: Sequence[Planned],
+    now: datetime,
+    cfg: Config,
+    families: Sequence[str] = (),
+    *,
+    rates: Rates | None = None,
+    so_far: SoFar | None = None,
 ) -> list[dict[str, Any]]:
+    rates = rates or TableRates(cfg)
     out: list[dict[str, Any]] = []
     for item in planned:
         subject, d = item.subject, item.decision
         if isinstance(subject, Instance):
             if families and family(subject.type) not in families:
                 continue
-            out.append(_instance_row(subject, item, now, cfg))
+            row = _instance_row(subject, item, now, cfg)
+            row.update(
+                _money(subject, now, rates, (so_far or {}).get((subject.region, subject.id)))
+            )
+            out.append(row)
         elif isinstance(subject, SpotRequest):
             if families and family(subject.instance_type) not in families:
                 continue
@@ -80,7 +100,6 @@ def rows(
 def _instance_row(inst: Instance, item: Planned, now: datetime, cfg: Config) -> dict[str, Any]:
     d = item.decision
     seconds = billing.billable_seconds(inst.state, inst.launch_time, now, inst.platform)
-    price = billing.hourly_price(inst.type, inst.region, cfg.billing.prices)
     running = inst.state == "running" and inst.launch_time is not None
     uptime = (now - inst.launch_time).total_seconds() if running and inst.launch_time else 0
     seen: str | None = None
@@ -104,13 +123,41 @@ def _instance_row(inst: Instance, item: Planned, now: datetime, cfg: Config) -> 
         "managed": inst.managed,
         "uptime_seconds": int(uptime),
         "billable_seconds": seconds,
-        "price_per_hour": price,
-        "cost_so_far": billing.cost(seconds, price),
         "idle_seconds": int((now - idle_since).total_seconds()) if idle_since else None,
         "agent_last_seen": seen,
         "next_action": _next(d.action, d.stop_at),
         "reason": d.reason,
     }
+
+
+def _money(
+    inst: Instance, now: datetime, rates: Rates, so_far: tuple[Costs, Costs] | None
+) -> dict[str, Any]:
+    """The hour's price with its source, and today's and this month's cost so far."""
+    hourly = rates.hourly(inst, now)
+    today, month = so_far if so_far is not None else (None, None)
+    return {
+        "price_per_hour": hourly.compute_usd,
+        "price_source": hourly.price.source,
+        "ebs_per_hour": hourly.ebs_usd,
+        "ipv4_per_hour": hourly.ipv4_usd,
+        "cost_today": _total(today),
+        "cost_month": _total(month),
+        "cost_partial": bool(today and today.partial) or bool(month and month.partial),
+        "cost_so_far": billing.cost(
+            billing.billable_seconds(inst.state, inst.launch_time, now, inst.platform),
+            hourly.compute_usd,
+        ),
+    }
+
+
+def _total(costs: Costs | None) -> float | None:
+    """A day's or month's known total (``None``: nothing recorded, or unknown)."""
+    if costs is None:
+        return None
+    parts = (costs.compute_usd, costs.ebs_usd, costs.ipv4_usd)
+    known = [p for p in parts if p is not None]
+    return round(sum(known), 4) if known else None
 
 
 def _next(action: Action, at: datetime | None, *, cancel: bool = False) -> str | None:
@@ -130,6 +177,9 @@ _COLUMNS = (
     "state",
     "uptime",
     "cost",
+    "price/h",
+    "today",
+    "month",
     "idle",
     "agent seen",
     "next action",
@@ -161,6 +211,9 @@ def table(data: Sequence[dict[str, Any]], now: datetime) -> str:
                     r["state"],
                     uptime,
                     cost,
+                    _price(r),
+                    _usd(r["cost_today"], r["cost_partial"]),
+                    _usd(r["cost_month"], r["cost_partial"]),
                     idle,
                     seen or "never",
                     _short(r["next_action"], now),
@@ -180,6 +233,9 @@ def table(data: Sequence[dict[str, Any]], now: datetime) -> str:
                     "-",
                     "-",
                     "-",
+                    "-",
+                    "-",
+                    "-",
                     _short(r["next_action"], now),
                     _why(r["reason"]),
                 ]
@@ -189,6 +245,18 @@ def table(data: Sequence[dict[str, Any]], now: datetime) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in lines
     )
+
+
+def _price(row: dict[str, Any]) -> str:
+    price = row["price_per_hour"]
+    shown = "unknown" if price is None else f"${price:.4g}"
+    return f"{shown} ({row['price_source']})"
+
+
+def _usd(amount: float | None, partial: bool) -> str:
+    if amount is None:
+        return "unknown" if partial else "-"
+    return f"${amount:.2f}" + (" partial" if partial else "")
 
 
 def _why(reason: str) -> str:

@@ -7,7 +7,9 @@ A database that is corrupt is moved aside (never over an earlier copy) and
 recreated with a warning, so a bad file never becomes a crash loop.
 
 It also holds the outbox (see ``watchdog.scheduler.history``) and the
-problems already told (``conditions``), so both survive a crash. One that
+problems already told (``conditions``), so both survive a crash, and the
+ledger's facts (``watchdog.desktop.facts``: volumes, addresses, idle spans,
+spot prices, the Price List cache) with which ``report`` prices the past. One that
 cannot be written raises ``HistoryUnwritable``; one deleted or replaced under
 a running daemon is noticed before the next pass and reopened.
 """
@@ -26,17 +28,20 @@ from pathlib import Path
 import structlog
 
 from watchdog.core.fleet import Instance
+from watchdog.core.ledger import parse_transition_time
 from watchdog.core.policy import Decision
+from watchdog.desktop.facts import FACTS_SCHEMA, Facts
 from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message
 from watchdog.scheduler.outbox import dumps, loads
 
 log = structlog.get_logger("watchdog.desktop.store")
 
-SCHEMA_VERSION = 2  # 2: the outbox and conditions tables
+SCHEMA_VERSION = 3  # 2: the outbox and conditions tables; 3: the ledger's facts
 #: How long a write waits for another process's transaction before it gives up.
 BUSY_TIMEOUT_MS = 30_000
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS passes (
     started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
     regions_ok INTEGER NOT NULL, regions_failed INTEGER NOT NULL, dry_run INTEGER NOT NULL);
@@ -47,6 +52,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS observations (
     at TEXT NOT NULL, region TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
     launch_time TEXT);
+CREATE INDEX IF NOT EXISTS observations_instance ON observations (region, id, at);
 CREATE TABLE IF NOT EXISTS decisions (
     at TEXT NOT NULL, region TEXT NOT NULL, target TEXT NOT NULL, action TEXT NOT NULL,
     reason TEXT NOT NULL, stop_at TEXT, dry_run INTEGER NOT NULL);
@@ -66,6 +72,18 @@ CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key, sent_at);
 CREATE TABLE IF NOT EXISTS conditions (
     subject TEXT PRIMARY KEY, cause TEXT NOT NULL, since TEXT NOT NULL);
 """
+    + FACTS_SCHEMA
+)
+#: Columns version 3 added to version 2's tables: what the ledger needs of each scan.
+_ADDED_COLUMNS = (
+    ("instances", "platform", "TEXT NOT NULL DEFAULT ''"),
+    ("instances", "zone", "TEXT NOT NULL DEFAULT ''"),
+    ("instances", "public_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("instances", "state_reason", "TEXT NOT NULL DEFAULT ''"),
+    ("observations", "transition_time", "TEXT"),
+    ("observations", "public_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("observations", "hibernating", "INTEGER NOT NULL DEFAULT 0"),
+)
 #: SQLite's names for "this file cannot be written" (read-only file or directory,
 #: a file deleted under us, a full disk, a path that cannot be created).
 _UNWRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PERM")
@@ -93,7 +111,29 @@ def _use_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.02)
 
 
-class Store:
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a new, version 1 or version 2 history to this version, keeping every row.
+
+    In one write transaction, so two processes opening an old file at once migrate it
+    once (the second finds it done)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table, column, declaration in _ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class Store(Facts):
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._identity: tuple[int, int] | None = None
@@ -135,11 +175,10 @@ class Store:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise _Corrupt("quick_check failed")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise _Corrupt(f"unknown schema version {version}")
-            if version != SCHEMA_VERSION:  # new, or version 1 (no outbox yet); else not written
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # new, or an older version; else not written
+                _migrate(db)
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -219,17 +258,21 @@ class Store:
         )
 
     def observe(self, now: datetime, instances: Iterable[Instance]) -> None:
-        """Upsert what the pass saw; count running time; log state changes."""
+        """Upsert what the pass saw; count running time; log each change the ledger bills
+        by (state, start, stop time, public IP), and only changes, so 90 days stay small."""
         for inst in instances:
             row = self._db.execute(
-                "SELECT state, launch_time, last_seen FROM instances WHERE region=? AND id=?",
+                "SELECT state, launch_time, last_seen, public_ip, state_reason FROM instances "
+                "WHERE region=? AND id=?",
                 (inst.region, inst.id),
             ).fetchone()
             launch = _t(inst.launch_time) if inst.launch_time else None
             gained = 0.0
             if row is None:
                 self._db.execute(
-                    "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    "INSERT INTO instances (region, id, name, type, lifecycle, state, "
+                    "launch_time, first_seen, last_seen, running_seconds, platform, zone, "
+                    "public_ip, state_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                     (
                         inst.region,
                         inst.id,
@@ -240,16 +283,21 @@ class Store:
                         launch,
                         _t(now),
                         _t(now),
+                        inst.platform,
+                        inst.zone,
+                        inst.public_ip,
+                        inst.state_reason,
                     ),
                 )
             else:
-                _, old_launch, last_seen = row
+                _, old_launch, last_seen, _, _ = row
                 if inst.state == "running" and inst.launch_time:
                     since = _parse(last_seen) if old_launch == launch else inst.launch_time
                     gained = max(0.0, (now - max(since, inst.launch_time)).total_seconds())
                 self._db.execute(
                     "UPDATE instances SET name=?, type=?, lifecycle=?, state=?, launch_time=?, "
-                    "last_seen=?, running_seconds=running_seconds+? WHERE region=? AND id=?",
+                    "last_seen=?, running_seconds=running_seconds+?, platform=?, zone=?, "
+                    "public_ip=?, state_reason=? WHERE region=? AND id=?",
                     (
                         inst.name,
                         inst.type,
@@ -258,14 +306,31 @@ class Store:
                         launch,
                         _t(now),
                         gained,
+                        inst.platform,
+                        inst.zone,
+                        inst.public_ip,
+                        inst.state_reason,
                         inst.region,
                         inst.id,
                     ),
                 )
-            if row is None or row[0] != inst.state or row[1] != launch:
+            if row is None or _changed(row, inst, launch):
+                transition = parse_transition_time(inst.state_reason)
                 self._db.execute(
-                    "INSERT INTO observations VALUES (?, ?, ?, ?, ?)",
-                    (_t(now), inst.region, inst.id, inst.state, launch),
+                    "INSERT INTO observations (at, region, id, state, launch_time, "
+                    "transition_time, public_ip, hibernating) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        _t(now),
+                        inst.region,
+                        inst.id,
+                        inst.state,
+                        launch,
+                        _t(transition) if transition else None,
+                        inst.public_ip,
+                        # A hibernating stop is billed while ``stopping``; EC2 says only
+                        # that hibernation is configured, so a plain stop counts too.
+                        int(inst.state == "stopping" and inst.hibernation_configured),
+                    ),
                 )
 
     def history(self, region: str, instance_id: str) -> InstanceHistory | None:
@@ -403,6 +468,13 @@ class Store:
     def prune(self, now: datetime, keep: timedelta = timedelta(days=14)) -> None:
         """Routine "nothing to do" decisions age out; actions and changes are kept."""
         self._db.execute("DELETE FROM decisions WHERE action='none' AND at < ?", (_t(now - keep),))
+
+
+def _changed(row: tuple[str, ...], inst: Instance, launch: str | None) -> bool:
+    """A change the ledger bills by: state, start, public IP, or a new stop time."""
+    state, old_launch, _, public_ip, reason = row
+    moved = inst.state != "running" and (reason or "") != inst.state_reason
+    return state != inst.state or old_launch != launch or public_ip != inst.public_ip or moved
 
 
 class _Corrupt(sqlite3.DatabaseError):
