@@ -27,7 +27,7 @@ UNIT = ROOT / "systemd" / "idle-watchdog.service"
 POLICY = ROOT / "deploy" / "iam" / "scheduler-policy.json"
 
 MANAGED_TAG = "aws:ResourceTag/idle-watchdog:managed"
-WRITABLE_TAGS = {"idle-watchdog:stopped", "idle-watchdog:keep-until"}
+WRITABLE_TAGS = {"idle-watchdog:stopped", "idle-watchdog:keep-until", "idle-watchdog:warned"}
 # ExecStart= prefixes that change how systemd runs the command, not the command.
 EXEC_PREFIXES = "-@:+!"
 
@@ -228,5 +228,4 @@ def test_policy_grants_exactly_what_the_scheduler_calls() -> None:
         "ec2:DescribeSpotPriceHistory",
         "pricing:GetProducts",
         "ce:GetCostAndUsage",
-        "ce:GetCostAndUsageWithResources",
     }

@@ -146,9 +146,11 @@ def _parser() -> argparse.ArgumentParser:
         "example", parents=[common], help="print an example config: every key, its default"
     )
     example.set_defaults(func=cmd_config_example)
+    from watchdog.cloud.cli import add_parser as add_cloud
     from watchdog.launch.commands import add_commands
 
     add_commands(sub, common)
+    add_cloud(sub, common)
     return parser
 
 
@@ -247,8 +249,8 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
 
     now = utcnow()
     store = Store(configmod.database_path(cfg))
-    planned, errors = status.survey(_api(cfg), store, cfg, now)
     book = PriceBook(cfg, ledger.aws_prices(cfg), store)
+    planned, errors = status.survey(_api(cfg), store, cfg, now, rates=book)
     for item in planned:  # current prices for what runs (the Price List weekly at most)
         if isinstance(item.subject, Instance) and item.subject.state == "running":
             book.refresh(item.subject, now)

@@ -67,10 +67,17 @@ def schedule_minutes(cfg: Config) -> int:
     return max(1, math.ceil(cfg.scheduler.poll_seconds / 60))
 
 
+#: The desktop's ledger and report reads: the team's pass prices from the table and
+#: keeps no ledger, so its roles do without them.
+DESKTOP_ONLY = ("ReadWhatInstancesCost", "ReadListPrices", "ReconcileWithCostExplorer")
+
+
 def scheduler_policy() -> Json:
-    """The desktop scheduler's IAM policy, the member role's permissions (one source)."""
+    """The desktop scheduler's IAM policy less its cost reads: the member role's
+    permissions (one source, so the two cannot drift)."""
     text = resources.files("watchdog").joinpath("deploy/scheduler-policy.json").read_text("utf-8")
     policy: Json = json.loads(text)
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") not in DESKTOP_ONLY]
     return policy
 
 

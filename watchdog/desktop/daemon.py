@@ -39,6 +39,7 @@ from watchdog.desktop.lock import pass_lock
 from watchdog.desktop.store import Store
 from watchdog.scheduler import PassReport, mark_stopped, run_pass
 from watchdog.scheduler.budget import tell_budget
+from watchdog.scheduler.coexist import tag_warned
 from watchdog.scheduler.history import HistoryUnwritable
 from watchdog.scheduler.notifier import Message, Notifier
 from watchdog.scheduler.outbox import deliver
@@ -123,7 +124,7 @@ class Daemon:
                 spent = ledger.month_to_date(self.store, self.cfg, now)
                 tell_budget(self.store, self.cfg, now, spent.total_usd, spent.partial)
             self.store.prune(now)
-            deliver(self.store, self._send_and_wait, utcnow)
+            deliver(self.store, self._send_and_wait, utcnow, on_sent=tag_warned(self.api))
         return report
 
     async def once(self) -> PassReport:

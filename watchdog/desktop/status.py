@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def survey(
-    api: Ec2Api, history: History, cfg: Config, now: datetime
+    api: Ec2Api, history: History, cfg: Config, now: datetime, *, rates: Rates | None = None
 ) -> tuple[list[Planned], dict[str, str]]:
     """Every region scanned now, each target decided as the next pass would decide it.
 
@@ -35,16 +35,20 @@ def survey(
     ``status`` shows, and what the demo shows right after a pass acted.
     """
     from watchdog.aws.ec2 import scan_regions
+    from watchdog.scheduler.passes import hourly_rates, with_warned_tags
 
     scans = scan_regions(api, cfg.aws.regions, cfg.aws.max_workers)
     dry = cfg.scheduler.dry_run
-    warned = history.last_told("warn", dry_run=dry)
+    told = history.last_told("warn", dry_run=dry)
     noticed = history.last_told("notice", dry_run=dry)
-    planned = [
-        p
-        for s in scans
-        for p in plan(s.instances, s.spot_requests, now, cfg, warned=warned, noticed=noticed)
-    ]
+    rates = rates or TableRates(cfg)
+    planned = []
+    for s in scans:  # as the pass decides: with its prices, and another scheduler's warnings
+        warned = with_warned_tags(told, s.instances, now, cfg)
+        hourly = hourly_rates(rates, s.instances, now)
+        planned += plan(
+            s.instances, s.spot_requests, now, cfg, warned=warned, noticed=noticed, rates=hourly
+        )
     return planned, {s.region: s.error for s in scans if s.error}
 
 

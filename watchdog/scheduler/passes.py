@@ -99,8 +99,10 @@ def run_pass(
         try:
             with store.transaction():
                 store.observe(now, scan.instances)
-            hourly = _hourly(prices, scan.instances, now)
-            warned = _with_tags(warned, scan.instances, now, cfg)  # another scheduler's warnings
+            hourly = hourly_rates(prices, scan.instances, now)
+            warned = with_warned_tags(
+                warned, scan.instances, now, cfg
+            )  # another scheduler's warnings
             planned = plan(
                 scan.instances,
                 scan.spot_requests,
@@ -158,7 +160,9 @@ def run_pass(
     return report
 
 
-def _hourly(rates: Rates, instances: Sequence[Instance], now: datetime) -> dict[str, HourlyRates]:
+def hourly_rates(
+    rates: Rates, instances: Sequence[Instance], now: datetime
+) -> dict[str, HourlyRates]:
     """Each running instance's hourly rates. One that cannot be priced (a price source
     that fails) is left out, which the policy and the messages treat as unknown."""
     out: dict[str, HourlyRates] = {}
@@ -202,7 +206,7 @@ def _tell_routine(
         told.add(message.key)
 
 
-def _with_tags(
+def with_warned_tags(
     warned: Mapping[str, datetime], instances: Iterable[Instance], now: datetime, cfg: Config
 ) -> dict[str, datetime]:
     minutes = {"warn_minutes": cfg.idle.warn_minutes, "idle_minutes": cfg.idle.minutes}
@@ -284,7 +288,7 @@ def _confirm_stops(
             for p in stops
         }
     requests = {r.id: r for r in scan.spot_requests}
-    warned = _with_tags(warned, fresh.values(), now, cfg)
+    warned = with_warned_tags(warned, fresh.values(), now, cfg)
     confirmed: dict[str, Planned] = {}
     for item in stops:
         target = item.decision.target

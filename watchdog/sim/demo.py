@@ -175,7 +175,7 @@ def main(
                 print(_indent(message.body + (f"\n{buttons}" if buttons else ""), "    "))
             print()
             # what `idle-watchdog status` shows now: after this pass's stops and cancels
-            planned, _ = status.survey(api, store, cfg, now)
+            planned, _ = status.survey(api, store, cfg, now, rates=book)
             so_far = ledger.per_instance(store, cfg, now)
             rows = status.rows(planned, now, cfg, rates=book, so_far=so_far)
             print(_indent(status.table(rows, now)))
