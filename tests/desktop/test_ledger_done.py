@@ -24,6 +24,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,67 @@ def test_status_shows_price_source_and_cost_today_and_this_month(
     text = status.table(list(rows.values()), now)
     assert "$1.006 (price-list)" in text and "$0.3 (spot-history)" in text
     assert "partial" in text
+
+
+class _Table(HTMLParser):
+    """The report page's per-instance table, as text cells per row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tbody":
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td":
+            self.rows[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.inside and self.rows and self.rows[-1]:
+            self.rows[-1][-1] += data
+
+
+def _usd(cell: str) -> float | None:
+    text = cell.replace("partial", "").strip()
+    return None if text == "unknown" else float(text.lstrip("$").replace(",", ""))
+
+
+def test_report_html_shows_the_same_hand_computed_amounts_and_sources(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    since, until = W - timedelta(hours=12), W + timedelta(hours=3)
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        f'[aws]\nregions = ["us-east-1", "ca-west-1"]\n[scheduler]\ndatabase = "{world["path"]}"\n'
+    )
+    page = tmp_path / "report.html"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", "--config", str(conf), "--html", str(page), "--since",
+                     iso(since), "--until", iso(until)])  # fmt: skip
+    assert code == 0
+    table = _Table()
+    table.feed(page.read_text("utf-8"))
+    hand = by_hand(since, until)
+    columns = ("compute_usd", "ebs_usd", "ipv4_usd")
+    sources = {"od": "price-list", "spot": "spot-history", "far": "price-list"}
+    for name in ("od", "spot", "far"):
+        (row,) = [r for r in table.rows if world[name] in r[0]]
+        got = dict(zip(columns, map(_usd, row[3:6]), strict=True))
+        for key in columns:
+            want = hand[name][key]
+            assert (
+                (got[key] is None) if want is None else got[key] == pytest.approx(want, abs=0.01)
+            ), (name, key, got[key], want)
+        assert row[-1].startswith(sources[name])
+    (od,) = [r for r in table.rows if world["od"] in r[0]]
+    assert _usd(od[6]) == pytest.approx(sum(hand["od"].values()), abs=0.01)  # type: ignore[arg-type]
+    assert od[8] == "1" and _usd(od[9]) == pytest.approx(3 * 1.011, abs=0.01)  # saved (est.)
+    assert od[10] == "$1.0060/h"
+    assert "Saved is an estimate" in page.read_text("utf-8")
