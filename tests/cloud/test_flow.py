@@ -24,6 +24,8 @@ from watchdog.aws.fake import set_spot_request_state
 from watchdog.cloud import handler
 from watchdog.cloud.handler import Runtime, keep, tick, work
 from watchdog.cloud.history import DynamoHistory
+from watchdog.cloud.template import hub as hub_template
+from watchdog.config import DEFAULT
 from watchdog.core.coexist import TAG_WARNED
 from watchdog.core.fleet import TAG_EXEMPT, TAG_KEEP_UNTIL, TAG_STOPPED
 from watchdog.core.timeutil import iso
@@ -257,3 +259,35 @@ def test_the_sns_message_reaches_an_sqs_subscription_with_the_owner_attribute(
     }
     assert fleet.idle_member_east in envelope["Message"]
     assert "Keep 1h: https://" in envelope["Message"]
+
+
+def test_the_template_s_schedule_on_eventbridge_scheduler_hands_tick_what_it_reads(
+    clock: Clock,
+) -> None:
+    """The schedule as the hub template declares it, created on moto's EventBridge
+    Scheduler; its input, with the context attributes Scheduler fills in, is a tick."""
+    declared = hub_template(DEFAULT)["Resources"]["TickSchedule"]["Properties"]
+    scheduler = world.hub().client("scheduler")
+    function = "arn:aws:lambda:us-east-1:123456789012:function:idle-watchdog-tick"
+    scheduler.create_schedule(
+        Name="idle-watchdog-tick",
+        ScheduleExpression=declared["ScheduleExpression"]["Fn::If"][1],
+        FlexibleTimeWindow=declared["FlexibleTimeWindow"],
+        Target={
+            "Arn": function,
+            "RoleArn": "arn:aws:iam::123456789012:role/idle-watchdog-scheduler",
+            "Input": declared["Target"]["Input"],
+        },
+    )
+    stored = scheduler.get_schedule(Name="idle-watchdog-tick")
+    assert stored["ScheduleExpression"] == "rate(1 minute)"
+    fired = (
+        stored["Target"]["Input"]
+        .replace("<aws.scheduler.scheduled-time>", "2026-11-30T17:00:00Z")
+        .replace("<aws.scheduler.execution-id>", "8f1a0c5e-3c2b-4f8e-9d41-2b7f6a0e9c11")
+    )
+    assert json.loads(fired) == world.event("scheduler")  # the recorded event is this one
+    queue = world.make_hub()
+    rt = world.runtime(world.Told(), clock, queue)
+    assert tick(json.loads(fired), CONTEXT, runtime=rt)["messages"] == 4
+    assert len(world.receive_all(queue)) == 4  # one per (account, region)
