@@ -45,7 +45,7 @@ import structlog
 
 from watchdog.aws.fake import moto_server
 from watchdog.cloud.handler import Runtime, tick, work
-from watchdog.cloud.history import TABLE_KEYS, TTL_ATTRIBUTE
+from watchdog.cloud.history import create_table
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, TAG_MANAGED
 from watchdog.scheduler.notifier import Message
@@ -178,21 +178,7 @@ def json_logs(sink: LogBytes) -> None:
 
 def make_hub(accounts: list[str], regions: list[str]) -> str:
     session = boto3.Session(region_name=REGION)
-    ddb = session.client("dynamodb")
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": k, "AttributeType": t} for k, t in TABLE_KEYS.items()
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    ddb.update_time_to_live(
-        TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
-    )
+    create_table(session.client("dynamodb"), TABLE)
     config = (
         f"[aws]\nregions = {json.dumps(regions)}\n[idle]\nminutes = 30\nwarn_minutes = 10\n"
         f'[cloud]\naccounts = {json.dumps(accounts)}\nexternal_id = "bench"\n'

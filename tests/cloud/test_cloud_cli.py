@@ -152,17 +152,6 @@ def test_status_shows_the_fleet_from_the_table(
     aws: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Reads the table with watchdog.cloud.fleet_status."""
-    ddb = boto3.client("dynamodb", region_name="us-east-1")
-    ddb.create_table(
-        TableName="history",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": k, "AttributeType": "S"} for k in history.TABLE_KEYS
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
+    history.create_table(boto3.client("dynamodb", region_name="us-east-1"), "history")
     code, _, err = run(["cloud", "status", "--table", "history", "--region", "us-east-1"], capsys)
     assert code == 0, err

@@ -23,7 +23,7 @@ import boto3
 
 from tests.helpers import AMI, Clock
 from watchdog.cloud.handler import Runtime
-from watchdog.cloud.history import TABLE_KEYS, TTL_ATTRIBUTE
+from watchdog.cloud.history import create_table
 from watchdog.cloud.links import SignedLinks
 from watchdog.core import heartbeat as hb
 from watchdog.core.fleet import TAG_HEARTBEAT, TAG_MANAGED
@@ -102,22 +102,7 @@ def external_ids(account: str) -> list[str]:
 def make_hub(config_text: str = CONFIG) -> str:
     """The hub stack's stateful parts: table, queue, config and secret parameters."""
     session = hub()
-    ddb = session.client("dynamodb")
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": k, "AttributeType": t} for k, t in TABLE_KEYS.items()
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    ddb.update_time_to_live(
-        TableName=TABLE,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-    )
+    create_table(session.client("dynamodb"), TABLE)
     ssm = session.client("ssm")
     ssm.put_parameter(Name=CONFIG_PARAMETER, Value=config_text, Type="String")
     ssm.put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")

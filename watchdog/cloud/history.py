@@ -61,6 +61,17 @@ TABLE_KEYS = {"pk": "S", "sk": "S"}
 HASH_KEY, RANGE_KEY = "pk", "sk"
 TTL_ATTRIBUTE = "expires_at"
 SCOPES = "scopes"  # the partition listing every scope's last pass
+#: The table as the template declares it and ``create_table`` makes it.
+TABLE_SCHEMA: dict[str, Any] = {
+    "BillingMode": "PAY_PER_REQUEST",
+    "AttributeDefinitions": [
+        {"AttributeName": k, "AttributeType": t} for k, t in TABLE_KEYS.items()
+    ],
+    "KeySchema": [
+        {"AttributeName": HASH_KEY, "KeyType": "HASH"},
+        {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
+    ],
+}
 #: The worker's Lambda timeout; a lease outlives it, so it lapses only when its holder died.
 WORKER_TIMEOUT_SECONDS = 300
 LEASE_SECONDS = WORKER_TIMEOUT_SECONDS + 60
@@ -68,6 +79,15 @@ KEEP_RECORDS = timedelta(days=90)
 KEEP_PASSES = timedelta(days=14)
 KEEP_TICKS = timedelta(days=2)
 _TRANSACT_LIMIT = 100  # items per TransactWriteItems
+
+
+def create_table(client: Any, name: str) -> None:
+    """Make the history table by hand, as the hub stack does (tests, benchmarks, trials)."""
+    client.create_table(TableName=name, **TABLE_SCHEMA)
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )
+
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
 

@@ -38,7 +38,7 @@ from watchdog.cloud.handler import (
     TICK_INPUT,
     TOPIC_ENV,
 )
-from watchdog.cloud.history import TABLE_KEYS, TTL_ATTRIBUTE, WORKER_TIMEOUT_SECONDS
+from watchdog.cloud.history import TABLE_SCHEMA, TTL_ATTRIBUTE, WORKER_TIMEOUT_SECONDS
 from watchdog.core.settings import Config
 
 Json = dict[str, Any]
@@ -272,14 +272,7 @@ def hub(cfg: Config) -> Json:
         "Table": {
             "Type": "AWS::DynamoDB::Table",
             "Properties": {
-                "BillingMode": "PAY_PER_REQUEST",
-                "AttributeDefinitions": [
-                    {"AttributeName": k, "AttributeType": t} for k, t in TABLE_KEYS.items()
-                ],
-                "KeySchema": [
-                    {"AttributeName": k, "KeyType": kind}
-                    for k, kind in zip(TABLE_KEYS, ("HASH", "RANGE"), strict=True)
-                ],
+                **TABLE_SCHEMA,
                 "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
                 "SSESpecification": {"SSEEnabled": True},
             },
